@@ -1,0 +1,65 @@
+"""Config object: fvcore's CfgNode (YAML, ``_BASE_`` inheritance, ``merge_from_list``) with errors
+that name the offending key and file."""
+from __future__ import annotations
+
+import os
+
+from fvcore.common.config import CfgNode as _FvCfgNode
+
+__all__ = ["CfgNode", "get_cfg", "ConfigError"]
+
+
+class ConfigError(KeyError):
+    """A config file or override names a key dense does not know, or has a value of the wrong type."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; print it plainly
+        return str(self.args[0]) if self.args else ""
+
+
+class CfgNode(_FvCfgNode):
+    """fvcore CfgNode whose merge errors name the key, the file and the fix."""
+
+    def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
+        if not os.path.isfile(cfg_filename):
+            raise FileNotFoundError(
+                f"Config file '{cfg_filename}' does not exist. Configs live under configs/<dataset>/<method>/, "
+                f"e.g. configs/synthetic/semantic_fpn/r18_demo.yaml"
+            )
+        loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe)
+        loaded = type(self)(loaded)
+        try:
+            self.merge_from_other_cfg(loaded)
+        except KeyError as e:
+            raise ConfigError(f"{_explain(e)} (in config file '{cfg_filename}')") from None
+        except ValueError as e:
+            raise ConfigError(f"{e} (in config file '{cfg_filename}')") from None
+
+    def merge_from_list(self, cfg_list: list) -> None:
+        if len(cfg_list) % 2 != 0:
+            raise ConfigError(
+                f"Command-line overrides must be KEY VALUE pairs; got an odd number of items: {cfg_list}"
+            )
+        try:
+            super().merge_from_list(cfg_list)
+        except (KeyError, AssertionError) as e:
+            raise ConfigError(f"{_explain(e)} (in command-line overrides)") from None
+        except ValueError as e:
+            raise ConfigError(f"{e} (in command-line overrides)") from None
+
+
+def _explain(err: Exception) -> str:
+    msg = str(err.args[0]) if err.args else str(err)
+    if "Non-existent config key" in msg or "Non-existent key" in msg:
+        key = msg.split(":", 1)[1].strip()
+        return (
+            f"Unknown config key '{key}'. Check its spelling against dense/config/defaults.py "
+            f"(every valid key is defined there with a comment)"
+        )
+    return msg
+
+
+def get_cfg() -> CfgNode:
+    """A fresh copy of the default config: every key dense knows, with its default value."""
+    from .defaults import _C
+
+    return _C.clone()

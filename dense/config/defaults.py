@@ -1,0 +1,138 @@
+"""Every config key dense knows, with its default and a one-line comment.
+
+Names follow Detectron2 where Detectron2 has the concept (MODEL.META_ARCHITECTURE, INPUT.*, SOLVER.*,
+TEST.EVAL_PERIOD, ...). A YAML file or command-line override that names a key not defined here is
+an error naming that key.
+"""
+from .config import CfgNode as CN
+
+_C = CN()
+_C.VERSION = 1  # config format version
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+_C.MODEL = CN()
+_C.MODEL.META_ARCHITECTURE = "SemanticSegmentor"  # name in META_ARCH_REGISTRY
+_C.MODEL.DEVICE = ""  # "cpu", "cuda" or "cuda:N"; empty = cuda when available, else cpu
+_C.MODEL.WEIGHTS = ""  # dense checkpoint or released checkpoint of a supported family (converted on load)
+_C.MODEL.WEIGHTS_SKIP_MISMATCH = False  # skip (and report) shape-mismatched keys instead of failing, e.g. new class count
+_C.MODEL.WEIGHTS_TRUSTED = False  # allow checkpoints whose pickle runs code (only for files you trust)
+# Per-channel normalisation applied to the image in INPUT.FORMAT order (defaults: ImageNet, RGB, 0-255)
+_C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]  # subtracted from the image
+_C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]  # the image is divided by this
+
+_C.MODEL.BACKBONE = CN()
+_C.MODEL.BACKBONE.NAME = "ResNet"  # name in BACKBONE_REGISTRY
+_C.MODEL.BACKBONE.FREEZE_AT = 0  # freeze the stem (1) and the first N-1 stages (N>1); 0 trains everything
+_C.MODEL.BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # feature maps the backbone returns
+
+_C.MODEL.RESNETS = CN()
+_C.MODEL.RESNETS.DEPTH = 50  # 18, 34, 50, 101 or 152 (torchvision ResNet layout and key names)
+_C.MODEL.RESNETS.NORM = "BN"  # "BN", "SyncBN", "FrozenBN" or "GN"
+_C.MODEL.RESNETS.WIDTH_PER_GROUP = 64  # base width of the bottleneck (64 = ResNet)
+_C.MODEL.RESNETS.ZERO_INIT_RESIDUAL = False  # zero-init the last norm of every residual branch
+
+# Neck between backbone and head (empty NAME = none); FPN as in mmdet/mmseg (lateral_convs/fpn_convs)
+_C.MODEL.NECK = CN()
+_C.MODEL.NECK.NAME = ""  # name in NECK_REGISTRY, e.g. "FPN"; empty = the head reads backbone features
+_C.MODEL.FPN = CN()
+_C.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]  # backbone features the FPN consumes
+_C.MODEL.FPN.OUT_CHANNELS = 256  # channels of every pyramid level
+_C.MODEL.FPN.NORM = ""  # norm in the FPN convs ("" = none, conv has bias)
+_C.MODEL.FPN.NUM_OUTS = 4  # number of output levels (extra levels are added above the last input)
+_C.MODEL.FPN.ADD_EXTRA_CONVS = ""  # extra levels: "" = max-pool, "on_input" | "on_lateral" | "on_output" = stride-2 conv
+_C.MODEL.FPN.START_LEVEL = 0  # first IN_FEATURES entry used (RetinaNet uses 1)
+
+_C.MODEL.SEM_SEG_HEAD = CN()
+_C.MODEL.SEM_SEG_HEAD.NAME = "FPNHead"  # name in SEM_SEG_HEAD_REGISTRY
+_C.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["p2", "p3", "p4", "p5"]  # features the head reads (neck or backbone names)
+_C.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 150  # number of semantic classes (no background class)
+_C.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = 255  # label value ignored by the loss and the evaluator
+_C.MODEL.SEM_SEG_HEAD.CONVS_DIM = 128  # channels of the head's convs (mmseg `channels`)
+_C.MODEL.SEM_SEG_HEAD.NORM = "BN"  # norm of the head's convs: "BN", "SyncBN", "GN" or ""
+_C.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1  # dropout before the classifier (mmseg dropout_ratio)
+_C.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0  # weight of the cross-entropy loss
+_C.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = 4  # output stride of the head's logits
+
+# ---------------------------------------------------------------------------------------------
+# Input pipeline
+# ---------------------------------------------------------------------------------------------
+_C.INPUT = CN()
+_C.INPUT.FORMAT = "RGB"  # channel order of model inputs: "RGB" or "BGR"
+# Training resize. "ratio_range": mmseg Resize(img_scale=(MAX_SIZE, MIN_SIZE), ratio_range); "choice" /
+# "range": Detectron2 ResizeShortestEdge over MIN_SIZE_TRAIN with long side capped at MAX_SIZE_TRAIN.
+_C.INPUT.MIN_SIZE_TRAIN = (512,)  # short-side target(s) in pixels
+_C.INPUT.MAX_SIZE_TRAIN = 2048  # long-side cap in pixels
+_C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "ratio_range"  # "ratio_range", "choice" or "range"
+_C.INPUT.RESIZE_RATIO_RANGE = (0.5, 2.0)  # scale factor range for "ratio_range" sampling
+_C.INPUT.MIN_SIZE_TEST = 512  # test short side (keep ratio); 0 = no resize
+_C.INPUT.MAX_SIZE_TEST = 2048  # test long-side cap
+_C.INPUT.CROP = CN()
+_C.INPUT.CROP.ENABLED = True  # random crop after resize
+_C.INPUT.CROP.SIZE = (512, 512)  # crop (height, width); the image is padded when smaller (mmseg Pad)
+_C.INPUT.CROP.CAT_MAX_RATIO = 0.75  # retry a crop (10 times) when one class covers more than this share
+_C.INPUT.FLIP_PROB = 0.5  # horizontal flip probability
+_C.INPUT.COLOR_AUG = True  # mmseg PhotoMetricDistortion (brightness, contrast, saturation, hue)
+_C.INPUT.SIZE_DIVISIBILITY = -1  # pad batched images to a multiple of this; -1 = the backbone's requirement
+
+# ---------------------------------------------------------------------------------------------
+# Datasets and loading
+# ---------------------------------------------------------------------------------------------
+_C.DATASETS = CN()
+_C.DATASETS.TRAIN = ()  # registered dataset names to train on (a tuple/list, not a string)
+_C.DATASETS.TEST = ()  # registered dataset names to evaluate on
+
+_C.DATALOADER = CN()
+_C.DATALOADER.NUM_WORKERS = 2  # data-loading worker processes per training process
+_C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True  # drop training images without instance annotations
+_C.DATALOADER.ASPECT_RATIO_GROUPING = False  # batch images of similar aspect ratio together
+
+# ---------------------------------------------------------------------------------------------
+# Solver
+# ---------------------------------------------------------------------------------------------
+_C.SOLVER = CN()
+_C.SOLVER.OPTIMIZER = "AdamW"  # "AdamW" or "SGD"
+_C.SOLVER.BASE_LR = 1e-4  # learning rate after warmup, before decay
+_C.SOLVER.WEIGHT_DECAY = 0.01  # weight decay of every parameter not listed below
+_C.SOLVER.WEIGHT_DECAY_NORM = 0.0  # weight decay of normalisation-layer parameters
+_C.SOLVER.NO_WEIGHT_DECAY_KEYS = ["pos_embed", "relative_position_bias_table", "rpe_table"]  # param-name parts with wd 0
+_C.SOLVER.BETAS = (0.9, 0.999)  # AdamW betas
+_C.SOLVER.MOMENTUM = 0.9  # SGD momentum
+_C.SOLVER.NESTEROV = False  # SGD Nesterov momentum
+_C.SOLVER.IMS_PER_BATCH = 16  # images per iteration summed over all processes
+_C.SOLVER.MAX_ITER = 160000  # training iterations
+_C.SOLVER.LR_SCHEDULER_NAME = "poly"  # "poly", "cosine" or "multistep"
+_C.SOLVER.POLY_POWER = 1.0  # poly: lr = (base - end) * (1 - it/max)^power + end
+_C.SOLVER.END_LR = 0.0  # final learning rate of poly and cosine schedules
+_C.SOLVER.STEPS = (120000, 150000)  # multistep: iterations at which lr is multiplied by GAMMA
+_C.SOLVER.GAMMA = 0.1  # multistep decay factor
+_C.SOLVER.WARMUP_ITERS = 1500  # linear warmup length in iterations (0 = none)
+_C.SOLVER.WARMUP_FACTOR = 1e-6  # lr multiplier at iteration 0 of the warmup
+_C.SOLVER.WARMUP_METHOD = "linear"  # "linear" or "constant"
+_C.SOLVER.CHECKPOINT_PERIOD = 16000  # save a checkpoint every N iterations (and at the end)
+_C.SOLVER.CLIP_GRADIENTS = CN()
+_C.SOLVER.CLIP_GRADIENTS.ENABLED = False  # clip gradients before each optimizer step
+_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"  # "full_model" (global norm), "norm" (per param) or "value"
+_C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0  # max norm / max absolute value
+_C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0  # p of the p-norm
+_C.SOLVER.AMP = CN()
+_C.SOLVER.AMP.ENABLED = False  # mixed precision (autocast + loss scaling)
+_C.SOLVER.AMP.DTYPE = "float16"  # "float16" (CUDA, with GradScaler) or "bfloat16" (CPU or CUDA)
+
+# ---------------------------------------------------------------------------------------------
+# Test
+# ---------------------------------------------------------------------------------------------
+_C.TEST = CN()
+_C.TEST.EVAL_PERIOD = 0  # evaluate every N iterations (0 = only at the end of training)
+_C.TEST.MODE = "whole"  # semantic inference: "whole" image
+_C.TEST.DETECTIONS_PER_IMAGE = 100  # max detections per image for instance models
+
+# ---------------------------------------------------------------------------------------------
+# Misc
+# ---------------------------------------------------------------------------------------------
+_C.OUTPUT_DIR = "./output"  # checkpoints, metrics.json, log.txt, config.yaml
+_C.SEED = -1  # global seed; negative = pick one and record it in OUTPUT_DIR/config.yaml
+_C.CUDNN_BENCHMARK = False  # cudnn autotuner (faster, not bit-reproducible)
+_C.LOG_PERIOD = 20  # print progress and write metrics every N iterations
+_C.TENSORBOARD = False  # also write TensorBoard event files to OUTPUT_DIR

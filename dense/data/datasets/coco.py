@@ -1,0 +1,58 @@
+"""COCO-format instance annotations (pycocotools)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+
+from ..catalog import DatasetCatalog, MetadataCatalog
+from .sem_seg import require_dir
+
+__all__ = ["load_coco_json", "register_coco_instances"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_coco_json(json_file: str, image_root: str, dataset_name: str | None = None) -> list[dict]:
+    """Read a COCO instances json into dense records.
+
+    Each record: ``file_name``, ``height``, ``width``, ``image_id`` and ``annotations``, a list of
+    ``{"bbox": [x0, y0, x1, y1] absolute XYXY, "category_id": contiguous id, "segmentation": polygons
+    or RLE, "iscrowd": 0/1}``. When ``dataset_name`` is given its metadata receives ``thing_classes``
+    and ``thing_dataset_id_to_contiguous_id``.
+    """
+    from pycocotools.coco import COCO
+
+    if not os.path.isfile(json_file):
+        raise FileNotFoundError(f"COCO annotation file '{json_file}' does not exist")
+    require_dir(image_root, "Image", f"  {image_root}/<file_name of every image in {json_file}>")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(json_file)
+    cat_ids = sorted(coco.getCatIds())
+    id_map = {cid: i for i, cid in enumerate(cat_ids)}
+    if dataset_name is not None:
+        cats = coco.loadCats(cat_ids)
+        MetadataCatalog.get(dataset_name).set(thing_classes=[c["name"] for c in cats],
+                                              thing_dataset_id_to_contiguous_id=id_map)
+    records = []
+    for img_id in sorted(coco.imgs):
+        img = coco.imgs[img_id]
+        anns = []
+        for ann in coco.imgToAnns.get(img_id, []):
+            x, y, w, h = ann["bbox"]
+            obj = {"bbox": [x, y, x + w, y + h], "category_id": id_map[ann["category_id"]],
+                   "iscrowd": ann.get("iscrowd", 0)}
+            if "segmentation" in ann:
+                obj["segmentation"] = ann["segmentation"]
+            anns.append(obj)
+        records.append({"file_name": os.path.join(image_root, img["file_name"]), "height": img["height"],
+                        "width": img["width"], "image_id": img_id, "annotations": anns})
+    logger.info(f"Loaded {len(records)} images from {json_file}")
+    return records
+
+
+def register_coco_instances(name: str, metadata: dict, json_file: str, image_root: str) -> None:
+    """Register a COCO-json instance dataset under ``name``."""
+    DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata)

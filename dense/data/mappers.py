@@ -1,0 +1,128 @@
+"""Dataset mappers: a dataset record (dict) -> the model input dict.
+
+Model input (Detectron2's contract): ``image`` uint8 [3, H, W] in INPUT.FORMAT, ``height``/``width``
+(the size predictions are returned at: the original image size), and for training ``sem_seg``
+(int64 [H, W]) or ``instances`` (Instances with gt_boxes XYXY, gt_classes, gt_masks bool [N, H, W]).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+
+from ..structures import Instances
+from .io import BadSampleError, read_image, read_sem_seg
+from .transforms import build_transforms
+
+__all__ = ["SemSegDatasetMapper", "InstanceDatasetMapper"]
+
+
+def _to_model_image(image: torch.Tensor, fmt: str) -> torch.Tensor:
+    """BGR uint8 [3, H, W] tv_tensor -> plain tensor in ``fmt``."""
+    image = image.as_subclass(torch.Tensor)
+    return (image.flip(0) if fmt == "RGB" else image).contiguous()
+
+
+class SemSegDatasetMapper:
+    """Reads the image (and, for training, its label map), applies the config's augmentations and
+    validates the labels: every value must be < NUM_CLASSES or equal IGNORE_VALUE."""
+
+    def __init__(self, cfg, is_train: bool = True):
+        self.is_train = is_train
+        self.transforms = build_transforms(cfg, is_train)
+        self.image_format = cfg.INPUT.FORMAT
+        self.ignore_label = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+        self.num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+
+    def _read_label(self, record: dict, image_shape: tuple[int, int]) -> np.ndarray:
+        path = record["sem_seg_file_name"]
+        label = read_sem_seg(path, record.get("reduce_zero_label", False), self.ignore_label)
+        if label.shape != image_shape:
+            raise BadSampleError(f"Label '{path}' is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
+                                 f"'{record['file_name']}' is {image_shape[1]}x{image_shape[0]}")
+        bad = np.unique(label[(label >= self.num_classes) & (label != self.ignore_label)])
+        if bad.size:
+            raise BadSampleError(
+                f"Label '{path}' has values {bad.tolist()[:10]} outside 0..{self.num_classes - 1} (ignore = "
+                f"{self.ignore_label}). Check MODEL.SEM_SEG_HEAD.NUM_CLASSES and the dataset's reduce_zero_label"
+            )
+        return label
+
+    def __call__(self, record: dict) -> dict:
+        record = copy.copy(record)
+        image = read_image(record["file_name"], "BGR")
+        h, w = image.shape[:2]
+        record.setdefault("height", h)
+        record.setdefault("width", w)
+        sample = {"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))}
+        if self.is_train:
+            sample["sem_seg"] = tv_tensors.Mask(torch.from_numpy(self._read_label(record, (h, w))))
+        sample = self.transforms(sample)
+        record["image"] = _to_model_image(sample["image"], self.image_format)
+        if "sem_seg" in sample:
+            record["sem_seg"] = sample["sem_seg"].as_subclass(torch.Tensor).long()
+        return record
+
+
+def annotations_to_masks(annotations: list[dict], h: int, w: int) -> np.ndarray:
+    """Polygons / RLE of COCO annotations -> bool [N, h, w]."""
+    from pycocotools import mask as mask_util
+
+    masks = np.zeros((len(annotations), h, w), dtype=bool)
+    for i, ann in enumerate(annotations):
+        seg = ann["segmentation"]
+        if isinstance(seg, list):
+            polys = [p for p in seg if len(p) >= 6]
+            if not polys:
+                raise BadSampleError(f"Annotation {i} has no valid polygon (each needs >= 3 points): {seg}")
+            rle = mask_util.merge(mask_util.frPyObjects(polys, h, w))
+        elif isinstance(seg.get("counts"), list):
+            rle = mask_util.frPyObjects(seg, h, w)
+        else:
+            rle = seg
+        masks[i] = mask_util.decode(rle).astype(bool)
+    return masks
+
+
+class InstanceDatasetMapper:
+    """COCO-style records -> image + Instances (gt_boxes, gt_classes, gt_masks). Crowd regions are
+    dropped for training; boxes left empty by cropping are removed with their masks."""
+
+    def __init__(self, cfg, is_train: bool = True, use_masks: bool = True):
+        self.is_train = is_train
+        self.transforms = build_transforms(cfg, is_train)
+        self.image_format = cfg.INPUT.FORMAT
+        self.use_masks = use_masks
+
+    def __call__(self, record: dict) -> dict:
+        record = copy.copy(record)
+        image = read_image(record["file_name"], "BGR")
+        h, w = image.shape[:2]
+        if (record.get("height", h), record.get("width", w)) != (h, w):
+            raise BadSampleError(f"Image '{record['file_name']}' is {w}x{h} but its annotation says "
+                                 f"{record['width']}x{record['height']}")
+        record.setdefault("height", h)
+        record.setdefault("width", w)
+        sample = {"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))}
+        anns = [a for a in record.pop("annotations", []) if not a.get("iscrowd", 0)] if self.is_train else []
+        if self.is_train:
+            boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
+            sample["boxes"] = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w))
+            if self.use_masks:
+                sample["masks"] = tv_tensors.Mask(torch.from_numpy(annotations_to_masks(anns, h, w)))
+        sample = self.transforms(sample)
+        record["image"] = _to_model_image(sample["image"], self.image_format)
+        if self.is_train:
+            ih, iw = record["image"].shape[-2:]
+            boxes = sample["boxes"].as_subclass(torch.Tensor)
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, iw)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, ih)
+            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            inst = Instances((ih, iw), gt_boxes=boxes[keep],
+                             gt_classes=torch.tensor([a["category_id"] for a in anns], dtype=torch.int64)[keep])
+            if self.use_masks:
+                inst.gt_masks = sample["masks"].as_subclass(torch.Tensor)[keep].bool()
+            record["instances"] = inst
+        return record

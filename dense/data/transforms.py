@@ -1,0 +1,184 @@
+"""Joint image / mask / box augmentations on torchvision tv_tensors.
+
+A *sample* is a dict of tv_tensors: ``image`` (Image uint8 [3, H, W], BGR while augmenting),
+optional ``sem_seg`` (Mask [H, W]), ``masks`` (Mask [N, H, W]) and ``boxes`` (BoundingBoxes XYXY).
+Each transform is a callable sample -> sample that draws its randomness from torch's global RNG
+(so a data loader can make every sample reproducible by seeding it). Geometry is applied with
+``torchvision.transforms.v2.functional``, which dispatches per tv_tensor type (bilinear for images,
+nearest for masks, coordinate maps for boxes).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+__all__ = ["Compose", "ResizeRatioRange", "ResizeShortestEdge", "RandomCropCatMax", "RandomFlip",
+           "PhotoMetricDistortion", "build_transforms"]
+
+
+def _uniform(low: float, high: float) -> float:
+    return float(torch.empty(()).uniform_(low, high))
+
+
+def _randint(low: int, high: int) -> int:
+    """Integer in [low, high)."""
+    return int(torch.randint(low, high, ()))
+
+
+def _size(sample: dict) -> tuple[int, int]:
+    h, w = sample["image"].shape[-2:]
+    return int(h), int(w)
+
+
+def _resize(sample: dict, h: int, w: int) -> dict:
+    return {k: TF.resize(v, [h, w], interpolation=InterpolationMode.BILINEAR, antialias=False) for k, v in sample.items()}
+
+
+class Compose:
+    def __init__(self, transforms: list):
+        self.transforms = transforms
+
+    def __call__(self, sample: dict) -> dict:
+        for t in self.transforms:
+            sample = t(sample)
+        return sample
+
+    def __repr__(self) -> str:
+        return "Compose(" + ", ".join(type(t).__name__ for t in self.transforms) + ")"
+
+
+def rescale_size(h: int, w: int, long_edge: float, short_edge: float) -> tuple[int, int]:
+    """Keep-ratio size fitting within (long_edge, short_edge) as mmcv.imrescale: the scale is
+    min(long/max(h, w), short/min(h, w)), sizes rounded half up."""
+    scale = min(long_edge / max(h, w), short_edge / min(h, w))
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+class ResizeRatioRange:
+    """mmseg ``Resize(img_scale=(long, short), ratio_range=(lo, hi), keep_ratio=True)``: draw r in
+    [lo, hi), then keep-ratio rescale to fit (long*r, short*r)."""
+
+    def __init__(self, long_edge: int, short_edge: int, ratio_range: tuple[float, float]):
+        self.long_edge, self.short_edge, self.ratio_range = long_edge, short_edge, ratio_range
+
+    def __call__(self, sample: dict) -> dict:
+        r = _uniform(*self.ratio_range)
+        return _resize(sample, *rescale_size(*_size(sample), self.long_edge * r, self.short_edge * r))
+
+
+class ResizeShortestEdge:
+    """Detectron2 ``ResizeShortestEdge``: short side from ``short_edge_lengths`` ("choice": one of them,
+    "range": uniform between the two), long side capped at ``max_size``."""
+
+    def __init__(self, short_edge_lengths: tuple[int, ...], max_size: int, sample_style: str = "choice"):
+        if sample_style not in ("choice", "range"):
+            raise ValueError(f"sample_style must be 'choice' or 'range', got '{sample_style}'")
+        if sample_style == "range" and len(short_edge_lengths) != 2:
+            raise ValueError(f"'range' sampling needs two sizes (min, max), got {short_edge_lengths}")
+        self.lengths, self.max_size, self.style = tuple(short_edge_lengths), max_size, sample_style
+
+    def __call__(self, sample: dict) -> dict:
+        if self.style == "range":
+            short = _randint(self.lengths[0], self.lengths[1] + 1)
+        else:
+            short = self.lengths[_randint(0, len(self.lengths))]
+        h, w = _size(sample)
+        return _resize(sample, *rescale_size(h, w, self.max_size or float("inf"), short))
+
+
+class RandomCropCatMax:
+    """mmseg ``RandomCrop(crop_size, cat_max_ratio)``: a random (h, w) window (the whole image along a side
+    shorter than the crop); when ``cat_max_ratio < 1`` up to 10 windows are drawn until no class
+    (ignoring ``ignore_label``) covers ``cat_max_ratio`` or more of it and at least two classes appear."""
+
+    def __init__(self, crop_size: tuple[int, int], cat_max_ratio: float = 1.0, ignore_label: int = 255):
+        self.crop_size, self.cat_max_ratio, self.ignore_label = tuple(crop_size), cat_max_ratio, ignore_label
+
+    def _window(self, h: int, w: int) -> tuple[int, int, int, int]:
+        ch, cw = min(self.crop_size[0], h), min(self.crop_size[1], w)
+        return _randint(0, h - ch + 1), _randint(0, w - cw + 1), ch, cw
+
+    def __call__(self, sample: dict) -> dict:
+        h, w = _size(sample)
+        top, left, ch, cw = self._window(h, w)
+        if self.cat_max_ratio < 1.0 and "sem_seg" in sample:
+            for _ in range(10):
+                seg = sample["sem_seg"][top:top + ch, left:left + cw]
+                _, counts = torch.unique(seg[seg != self.ignore_label], return_counts=True)
+                if len(counts) > 1 and counts.max().item() / counts.sum().item() < self.cat_max_ratio:
+                    break
+                top, left, ch, cw = self._window(h, w)
+        return {k: TF.crop(v, top, left, ch, cw) for k, v in sample.items()}
+
+
+class RandomFlip:
+    """Horizontal flip with probability ``prob``."""
+
+    def __init__(self, prob: float = 0.5):
+        self.prob = prob
+
+    def __call__(self, sample: dict) -> dict:
+        if _uniform(0, 1) < self.prob:
+            return {k: TF.horizontal_flip(v) for k, v in sample.items()}
+        return sample
+
+
+class PhotoMetricDistortion:
+    """mmseg ``PhotoMetricDistortion`` on a BGR uint8 image, each step with probability 0.5:
+    brightness (+U(-32, 32)), contrast (x U(0.5, 1.5)) before or after the HSV steps, saturation
+    (x U(0.5, 1.5)), hue (+randint(-18, 18) on OpenCV's 0..180 scale). Values clip to 0..255 per step."""
+
+    def __init__(self, brightness_delta: int = 32, contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5),
+                 hue_delta: int = 18):
+        self.brightness_delta, self.contrast_range = brightness_delta, contrast_range
+        self.saturation_range, self.hue_delta = saturation_range, hue_delta
+
+    @staticmethod
+    def _convert(img: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+        return np.clip(img.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+    def _contrast(self, img: np.ndarray) -> np.ndarray:
+        return self._convert(img, alpha=_uniform(*self.contrast_range)) if _randint(0, 2) else img
+
+    def __call__(self, sample: dict) -> dict:
+        img = sample["image"].permute(1, 2, 0).numpy()
+        if _randint(0, 2):
+            img = self._convert(img, beta=_uniform(-self.brightness_delta, self.brightness_delta))
+        contrast_first = _randint(0, 2) == 1
+        if contrast_first:
+            img = self._contrast(img)
+        if _randint(0, 2):
+            hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+            hsv[..., 1] = self._convert(hsv[..., 1], alpha=_uniform(*self.saturation_range))
+            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+        if _randint(0, 2):
+            hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+            hsv[..., 0] = (hsv[..., 0].astype(int) + _randint(-self.hue_delta, self.hue_delta)) % 180
+            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+        if not contrast_first:
+            img = self._contrast(img)
+        return dict(sample, image=tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)))
+
+
+def build_transforms(cfg, is_train: bool) -> Compose:
+    """The augmentation pipeline named by cfg.INPUT for training, or the test-time resize."""
+    inp = cfg.INPUT
+    if not is_train:
+        return Compose([ResizeShortestEdge((inp.MIN_SIZE_TEST,), inp.MAX_SIZE_TEST)] if inp.MIN_SIZE_TEST > 0 else [])
+    if inp.MIN_SIZE_TRAIN_SAMPLING == "ratio_range":
+        if len(inp.MIN_SIZE_TRAIN) != 1:
+            raise ValueError("INPUT.MIN_SIZE_TRAIN must hold one size with MIN_SIZE_TRAIN_SAMPLING 'ratio_range'")
+        augs = [ResizeRatioRange(inp.MAX_SIZE_TRAIN, inp.MIN_SIZE_TRAIN[0], tuple(inp.RESIZE_RATIO_RANGE))]
+    else:
+        augs = [ResizeShortestEdge(inp.MIN_SIZE_TRAIN, inp.MAX_SIZE_TRAIN, inp.MIN_SIZE_TRAIN_SAMPLING)]
+    if inp.CROP.ENABLED:
+        augs.append(RandomCropCatMax(inp.CROP.SIZE, inp.CROP.CAT_MAX_RATIO, cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE))
+    if inp.FLIP_PROB > 0:
+        augs.append(RandomFlip(inp.FLIP_PROB))
+    if inp.COLOR_AUG:
+        augs.append(PhotoMetricDistortion())
+    return Compose(augs)

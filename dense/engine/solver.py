@@ -1,0 +1,111 @@
+"""Optimizer and learning-rate schedule from the config.
+
+Schedules are fvcore ParamSchedulers of the training progress ``where = iter / MAX_ITER`` in [0, 1),
+applied as multipliers of each parameter group's base lr by :class:`LRMultiplier`.
+"""
+from __future__ import annotations
+
+
+import torch
+from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler, ParamScheduler
+from torch import nn
+
+__all__ = ["build_optimizer", "build_lr_scheduler", "get_param_groups", "PolyParamScheduler",
+           "WarmupParamScheduler", "LRMultiplier"]
+
+_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
+               nn.modules.instancenorm._InstanceNorm)
+
+
+def get_param_groups(model: nn.Module, base_lr: float, weight_decay: float, weight_decay_norm: float,
+                     no_decay_keys: tuple[str, ...] = ()) -> list[dict]:
+    """Parameter groups by weight decay: norm-layer parameters get ``weight_decay_norm``, parameters whose
+    name contains one of ``no_decay_keys`` get 0, the rest ``weight_decay``. Group order is deterministic."""
+    groups: dict[float, list[nn.Parameter]] = {}
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            full = f"{module_name}.{name}" if module_name else name
+            if isinstance(module, _NORM_TYPES):
+                wd = weight_decay_norm
+            elif any(k in full for k in no_decay_keys):
+                wd = 0.0
+            else:
+                wd = weight_decay
+            groups.setdefault(wd, []).append(p)
+    return [{"params": ps, "lr": base_lr, "weight_decay": wd} for wd, ps in groups.items()]
+
+
+def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    s = cfg.SOLVER
+    groups = get_param_groups(model, s.BASE_LR, s.WEIGHT_DECAY, s.WEIGHT_DECAY_NORM, tuple(s.NO_WEIGHT_DECAY_KEYS))
+    if s.OPTIMIZER == "AdamW":
+        return torch.optim.AdamW(groups, lr=s.BASE_LR, betas=tuple(s.BETAS), weight_decay=s.WEIGHT_DECAY)
+    if s.OPTIMIZER == "SGD":
+        return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV,
+                               weight_decay=s.WEIGHT_DECAY)
+    raise ValueError(f"SOLVER.OPTIMIZER must be 'AdamW' or 'SGD', got '{s.OPTIMIZER}'")
+
+
+class PolyParamScheduler(ParamScheduler):
+    """mmseg's poly decay: (start - end) * (1 - where)^power + end."""
+
+    def __init__(self, start_value: float, end_value: float, power: float):
+        self.start_value, self.end_value, self.power = start_value, end_value, power
+
+    def __call__(self, where: float) -> float:
+        return (self.start_value - self.end_value) * (1.0 - where) ** self.power + self.end_value
+
+
+class WarmupParamScheduler(ParamScheduler):
+    """``scheduler`` times a warmup factor during the first ``warmup_length`` of training (mmseg/mmdet
+    semantics): linear from ``warmup_factor`` to 1, or constant ``warmup_factor``."""
+
+    def __init__(self, scheduler: ParamScheduler, warmup_factor: float, warmup_length: float, method: str = "linear"):
+        if method not in ("linear", "constant"):
+            raise ValueError(f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got '{method}'")
+        self.scheduler, self.factor, self.length, self.method = scheduler, warmup_factor, warmup_length, method
+
+    def __call__(self, where: float) -> float:
+        value = self.scheduler(where)
+        if where >= self.length:
+            return value
+        if self.method == "constant":
+            return value * self.factor
+        return value * (1.0 - (1.0 - where / self.length) * (1.0 - self.factor))
+
+
+class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
+    """lr of group g at iteration i = base_lr_g * multiplier(i / max_iter). Stepped once per iteration."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, multiplier: ParamScheduler, max_iter: int, last_iter: int = -1):
+        self._multiplier, self._max_iter = multiplier, max_iter
+        super().__init__(optimizer, last_epoch=last_iter)
+
+    def state_dict(self) -> dict:
+        return {"base_lrs": self.base_lrs, "last_epoch": self.last_epoch}
+
+    def get_lr(self) -> list[float]:
+        m = self._multiplier(min(self.last_epoch / self._max_iter, 1.0))
+        return [base * m for base in self.base_lrs]
+
+
+def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:
+    s = cfg.SOLVER
+    end = s.END_LR / s.BASE_LR if s.BASE_LR > 0 else 0.0
+    if s.LR_SCHEDULER_NAME == "poly":
+        sched: ParamScheduler = PolyParamScheduler(1.0, end, s.POLY_POWER)
+    elif s.LR_SCHEDULER_NAME == "cosine":
+        sched = CosineParamScheduler(1.0, end)
+    elif s.LR_SCHEDULER_NAME == "multistep":
+        steps = [x for x in s.STEPS if x <= s.MAX_ITER]
+        sched = MultiStepParamScheduler([s.GAMMA**k for k in range(len(steps) + 1)], milestones=steps,
+                                        num_updates=s.MAX_ITER)
+    else:
+        raise ValueError(f"SOLVER.LR_SCHEDULER_NAME must be 'poly', 'cosine' or 'multistep', got '{s.LR_SCHEDULER_NAME}'")
+    if s.WARMUP_ITERS > 0:
+        sched = WarmupParamScheduler(sched, s.WARMUP_FACTOR, min(s.WARMUP_ITERS / s.MAX_ITER, 1.0), s.WARMUP_METHOD)
+    return LRMultiplier(optimizer, sched, s.MAX_ITER)

@@ -1,0 +1,5 @@
+from .backbone import Backbone, ShapeSpec
+from .build import BACKBONE_REGISTRY, build_backbone
+from .resnet import ResNet
+
+__all__ = ["Backbone", "ShapeSpec", "BACKBONE_REGISTRY", "build_backbone", "ResNet"]

@@ -1,0 +1,53 @@
+"""The Backbone contract shared by every dense backbone."""
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["ShapeSpec", "Backbone"]
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    """Shape of a feature map: channels and stride relative to the input image."""
+
+    channels: int | None = None
+    height: int | None = None
+    width: int | None = None
+    stride: int | None = None
+
+
+class Backbone(nn.Module, metaclass=ABCMeta):
+    """Base class of dense backbones.
+
+    ``forward(images [N, 3, H, W]) -> {"res2": [N, C2, ~H/4, ~W/4], ..., "res5": [N, C5, ~H/32, ~W/32]}``
+    (the names listed in ``self._out_features``). Any H, W must work: a backbone pads internally when
+    an attention window needs it and crops the outputs back. ``size_divisibility`` tells the
+    meta-architecture what to pad batched inputs to (0 = nothing needed).
+    """
+
+    _out_features: list[str]
+    _out_feature_channels: dict[str, int]
+    _out_feature_strides: dict[str, int]
+
+    @abstractmethod
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @property
+    def size_divisibility(self) -> int:
+        return 0
+
+    @property
+    def padding_constraints(self) -> dict[str, int]:
+        """Detectron2's padding constraints: {"size_divisibility": int, "square_size": int}."""
+        return {"size_divisibility": self.size_divisibility, "square_size": 0}
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        return {
+            name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
+            for name in self._out_features
+        }

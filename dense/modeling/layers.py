@@ -1,0 +1,109 @@
+"""Small building blocks shared by heads and necks.
+
+``ConvNormAct`` keeps mmcv ConvModule's submodule names (``conv``, ``bn``/``gn``/``ln``, ``activate``) so
+that released mmseg/mmdet checkpoints map onto dense modules key for key.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from ..utils import comm
+
+__all__ = ["get_norm", "freeze_batchnorm", "norm_attr_name", "ConvNormAct", "Upsample", "resize"]
+
+
+def get_norm(norm: str, channels: int) -> nn.Module | None:
+    """Norm layer by config name: "BN", "SyncBN", "FrozenBN", "GN" (32 groups), "LN" (channels-first) or ""."""
+    if not norm:
+        return None
+    if norm == "BN":
+        return nn.BatchNorm2d(channels)
+    if norm == "SyncBN":
+        # SyncBN only synchronises real multi-process CUDA runs; a single process gets plain BN math.
+        return nn.SyncBatchNorm(channels) if comm.get_world_size() > 1 and torch.cuda.is_available() else nn.BatchNorm2d(channels)
+    if norm == "FrozenBN":
+        return FrozenBatchNorm2d(channels)
+    if norm == "GN":
+        return nn.GroupNorm(32, channels)
+    if norm == "LN":
+        return LayerNorm2d(channels)
+    raise ValueError(f"Unknown norm '{norm}'. Use one of BN, SyncBN, FrozenBN, GN, LN or '' (none)")
+
+
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Return ``module`` with every BatchNorm2d/SyncBatchNorm replaced by a FrozenBatchNorm2d holding
+    the same affine parameters and running statistics (the module itself when it is such a norm)."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+        if module.affine:
+            frozen.weight.copy_(module.weight.detach())
+            frozen.bias.copy_(module.bias.detach())
+        frozen.running_mean.copy_(module.running_mean)
+        frozen.running_var.copy_(module.running_var)
+        return frozen
+    for name, child in module.named_children():
+        new = freeze_batchnorm(child)
+        if new is not child:
+            setattr(module, name, new)
+    return module
+
+
+def norm_attr_name(norm: str) -> str:
+    """mmcv's attribute name for a norm layer (build_norm_layer abbreviations)."""
+    return {"BN": "bn", "SyncBN": "bn", "FrozenBN": "bn", "GN": "gn", "LN": "ln"}[norm]
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNormAct(nn.Module):
+    """Conv2d -> optional norm -> optional ReLU, with mmcv ConvModule key names.
+
+    The conv has a bias exactly when there is no norm (mmcv ``bias='auto'``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 dilation: int = 1, groups: int = 1, norm: str = "", activation: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                              dilation=dilation, groups=groups, bias=not norm)
+        self.norm_name = norm_attr_name(norm) if norm else None
+        if norm:
+            self.add_module(self.norm_name, get_norm(norm, out_channels))
+        self.activate = nn.ReLU(inplace=True) if activation else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.norm_name is not None:
+            x = getattr(self, self.norm_name)(x)
+        if self.activate is not None:
+            x = self.activate(x)
+        return x
+
+
+def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear", align_corners: bool = False) -> torch.Tensor:
+    """F.interpolate to an explicit output size (the scale is derived from the sizes, as in mmseg)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if mode == "nearest":
+        return F.interpolate(x, size=size, mode=mode)
+    return F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
+
+
+class Upsample(nn.Module):
+    """Upsample by an integer factor to an explicit size (mmseg's Upsample: no parameters)."""
+
+    def __init__(self, scale_factor: int = 2, mode: str = "bilinear", align_corners: bool = False):
+        super().__init__()
+        self.scale_factor, self.mode, self.align_corners = scale_factor, mode, align_corners
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = (int(x.shape[-2] * self.scale_factor), int(x.shape[-1] * self.scale_factor))
+        return resize(x, size, self.mode, self.align_corners)

@@ -1,0 +1,53 @@
+"""Test setup: every test session gets its own synthetic dataset folder (generated once, ~4 s)."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CFG = os.path.join(REPO, "tests", "configs", "tiny_semseg.yaml")
+_DATA_DIR = None
+
+
+def pytest_configure(config):
+    global _DATA_DIR
+    _DATA_DIR = tempfile.mkdtemp(prefix="dense-test-data-")
+    os.environ["DENSE_DATASETS"] = _DATA_DIR
+
+
+def pytest_unconfigure(config):
+    if _DATA_DIR:
+        shutil.rmtree(_DATA_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root():
+    from dense.data.datasets.synthetic import generate_synthetic
+
+    return generate_synthetic()
+
+
+@pytest.fixture
+def tiny_cfg(synthetic_root, tmp_path):
+    """A fresh tiny Semantic-FPN config writing into a temporary OUTPUT_DIR."""
+    from dense.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.merge_from_file(TINY_CFG)
+    cfg.OUTPUT_DIR = str(tmp_path / "out")
+    return cfg
+
+
+def run_tool(args, timeout=600, env=None, check=True):
+    """Run a tools/ script (or torchrun) in a subprocess from the repository root."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    proc = subprocess.run(args, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+PY = sys.executable

@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Run a model on images and write overlays (semantic classes with a legend, or instances).
+
+    python tools/demo.py --config-file CFG --input 'images/*.jpg' --output out/ --opts MODEL.WEIGHTS model.pth
+"""
+import argparse
+import glob
+import logging
+import os
+import sys
+
+import cv2
+import torch
+
+from dense.checkpoint import DenseCheckpointer
+from dense.config import get_cfg
+from dense.data import MetadataCatalog
+from dense.engine import Trainer
+from dense.utils.logger import setup_logger
+from dense.utils.visualizer import draw_instances, overlay_sem_seg, palette
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True, metavar="FILE")
+    p.add_argument("--input", nargs="+", required=True, help="image paths or glob patterns")
+    p.add_argument("--output", required=True, help="folder for the overlay PNGs")
+    p.add_argument("--confidence-threshold", type=float, default=0.5, help="min score of drawn instances")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
+    return p.parse_args()
+
+
+def class_info(cfg):
+    """(semantic class names, colours, thing class names) from the first test (or train) dataset."""
+    names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
+    meta = MetadataCatalog.get(names[0]) if names else None
+    n = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    stuff = list(meta.get("stuff_classes", [])) if meta else []
+    stuff = stuff if len(stuff) == n else [f"class {i}" for i in range(n)]
+    colors = [tuple(c) for c in meta.get("stuff_colors", [])] if meta else []
+    things = list(meta.get("thing_classes", [])) if meta else []
+    return stuff, colors if len(colors) == len(stuff) else palette(len(stuff)), things
+
+
+def main():
+    args = parse_args()
+    logger = setup_logger(name="dense")
+    cfg = get_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    paths = sorted({p for pattern in args.input for p in (glob.glob(os.path.expanduser(pattern)) or [pattern])})
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        sys.exit(f"Input images not found: {missing[:5]}")
+    if not cfg.MODEL.WEIGHTS:
+        logger.warning("MODEL.WEIGHTS is empty: predicting with an untrained model")
+    model = Trainer.build_model(cfg)
+    DenseCheckpointer(model, trusted=cfg.MODEL.WEIGHTS_TRUSTED).load(cfg.MODEL.WEIGHTS)
+    model.eval()
+    mapper = Trainer.build_mapper(cfg, is_train=False)
+    stuff, colors, things = class_info(cfg)
+    os.makedirs(args.output, exist_ok=True)
+    for path in paths:
+        inputs = mapper({"file_name": path})
+        with torch.no_grad():
+            out = model([inputs])[0]
+        rgb = cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        if "instances" in out:
+            inst = out["instances"].to("cpu")
+            keep = inst.scores >= args.confidence_threshold
+            inst = inst[keep]
+            names = things or [f"class {i}" for i in range(int(inst.pred_classes.max()) + 1 if len(inst) else 1)]
+            vis = draw_instances(rgb, inst.pred_boxes.numpy(), inst.pred_classes.numpy(), inst.scores.numpy(),
+                                 inst.pred_masks.numpy() if inst.has("pred_masks") else None, names)
+        else:
+            vis = overlay_sem_seg(rgb, out["sem_seg"].argmax(0).numpy().astype("uint8"), stuff, colors)
+        dst = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
+        cv2.imwrite(dst, cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
+        logger.info(f"{path} -> {dst}")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    main()
