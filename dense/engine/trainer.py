@@ -58,6 +58,8 @@ class Trainer:
 
     def __init__(self, cfg):
         self.cfg = cfg
+        if comm.is_main_process():
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         model = self.build_model(cfg)
         self.optimizer = self.build_optimizer(cfg, model)
         self.model = create_ddp_model(model)
@@ -119,7 +121,7 @@ class Trainer:
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, self.max_iter))
         if cfg.DATASETS.TEST:
-            ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(cfg, self.model)))
+            ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, self._evaluate))
         if comm.is_main_process():
             writers = [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.json"))]
             if cfg.TENSORBOARD:
@@ -214,6 +216,11 @@ class Trainer:
             raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be full_model, norm or value; got {c.CLIP_TYPE}")
 
     # ------------------------------------------------------------------ evaluation
+    def _evaluate(self) -> dict:
+        # processes hold their own BatchNorm statistics; evaluate rank 0's, which are what gets checkpointed
+        comm.broadcast_buffers(self.model)
+        return self.test(self.cfg, self.model)
+
     @classmethod
     def test(cls, cfg, model: nn.Module, evaluators: list[DatasetEvaluator] | None = None) -> dict:
         """Evaluate ``model`` on every dataset of DATASETS.TEST; returns {task: metrics} (one dataset) or

@@ -9,7 +9,7 @@ import torch.distributed as dist
 
 __all__ = [
     "get_world_size", "get_rank", "get_local_rank", "get_local_size", "is_main_process",
-    "synchronize", "all_gather", "gather", "reduce_dict", "shared_random_seed",
+    "synchronize", "all_gather", "gather", "reduce_dict", "broadcast_buffers", "shared_random_seed",
 ]
 
 _LOCAL_PROCESS_GROUP = None
@@ -90,6 +90,14 @@ def reduce_dict(values: dict[str, torch.Tensor], average: bool = True) -> dict[s
         if average:
             stacked /= get_world_size()
         return dict(zip(names, stacked))
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy every buffer (e.g. BatchNorm running statistics) of ``module`` from rank ``src`` to all ranks."""
+    if get_world_size() == 1:
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf.data, src)
 
 
 def shared_random_seed() -> int:

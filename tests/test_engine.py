@@ -1,0 +1,130 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from dense.engine import NonFiniteLossError, Trainer
+from dense.engine.solver import build_lr_scheduler
+from dense.modeling import META_ARCH_REGISTRY
+
+from conftest import PY, REPO, TINY_CFG, run_tool
+
+
+def _lrs(cfg, n):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.SOLVER.BASE_LR)
+    sched = build_lr_scheduler(cfg, opt)
+    out = []
+    for _ in range(n):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_lr_schedules(tiny_cfg):
+    s = tiny_cfg.SOLVER
+    s.BASE_LR, s.MAX_ITER, s.WARMUP_ITERS, s.WARMUP_FACTOR, s.END_LR = 1.0, 100, 10, 0.1, 0.0
+    s.LR_SCHEDULER_NAME, s.POLY_POWER = "poly", 0.9
+    lr = _lrs(tiny_cfg, 100)
+    # mmseg: warmup multiplies the regular lr by 1 - (1 - i/W)(1 - ratio)
+    assert lr[0] == pytest.approx(0.1) and lr[5] == pytest.approx((1 - 0.05) ** 0.9 * (1 - 0.5 * 0.9))
+    assert lr[50] == pytest.approx(0.5**0.9) and lr[99] == pytest.approx(0.01**0.9)
+    s.LR_SCHEDULER_NAME, s.WARMUP_ITERS = "cosine", 0
+    lr = _lrs(tiny_cfg, 100)
+    assert lr[25] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))
+    s.LR_SCHEDULER_NAME, s.STEPS, s.GAMMA = "multistep", (60, 90), 0.1
+    lr = _lrs(tiny_cfg, 100)
+    assert lr[59] == 1.0 and lr[60] == pytest.approx(0.1) and lr[95] == pytest.approx(0.01)
+
+
+@META_ARCH_REGISTRY.register()
+class _NaNAfterTwoSteps(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+        self.calls = 0
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls()
+
+    def forward(self, batched_inputs):
+        self.calls += 1
+        return {"loss_sem_seg": self.w.sum() * (float("nan") if self.calls > 2 else 1.0)}
+
+
+def test_nan_loss_stops_with_clear_error(tiny_cfg):
+    tiny_cfg.MODEL.META_ARCHITECTURE = "_NaNAfterTwoSteps"
+    tiny_cfg.DATASETS.TEST = ()
+    trainer = Trainer(tiny_cfg)
+    with pytest.raises(NonFiniteLossError) as e:
+        trainer.train()
+    msg = str(e.value)
+    assert "iteration 2" in msg and "loss_sem_seg" in msg and "SOLVER.BASE_LR" in msg
+
+
+def _train_cmd(out, *extra, flags=()):
+    return [PY, "tools/train_net.py", "--config-file", TINY_CFG, *flags, "OUTPUT_DIR", str(out), *extra]
+
+
+def _final_weights(out):
+    return torch.load(os.path.join(out, "model_final.pth"), weights_only=True)["model"]
+
+
+def test_resume_after_kill_gives_identical_weights(synthetic_root, tmp_path):
+    """Kill -9 a run after its first checkpoint, --resume it, and compare with an uninterrupted run."""
+    common = ["SOLVER.MAX_ITER", "40", "SOLVER.CHECKPOINT_PERIOD", "10", "DATASETS.TEST", "()",
+              "DATALOADER.NUM_WORKERS", "1", "SEED", "7"]
+    ref = tmp_path / "ref"
+    run_tool(_train_cmd(ref, *common))
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(out, *common), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ))
+    deadline = time.time() + 300
+    while not (out / "last_checkpoint").exists():
+        assert proc.poll() is None, "training exited before its first checkpoint"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    last = (out / "last_checkpoint").read_text()
+    assert last != "model_final.pth", "the run finished before it could be killed"
+    run_tool(_train_cmd(out, *common, flags=["--resume"]))
+    a, b = _final_weights(ref), _final_weights(out)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume (killed at {last})"
+
+
+def _metrics(out):
+    lines = [json.loads(l) for l in open(os.path.join(out, "metrics.json"))]
+    return {k: v for k, v in [l for l in lines if "sem_seg/mIoU" in l][-1].items() if k.startswith("sem_seg/")}
+
+
+def _eval_only(out, weights, *extra):
+    run_tool([PY, "tools/train_net.py", "--config-file", TINY_CFG, "--eval-only", *extra,
+              "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(out)])
+    return json.load(open(os.path.join(out, "eval_results.json")))
+
+
+def test_two_process_training_and_evaluation_match_one_process(synthetic_root, tmp_path):
+    """torchrun with 2 CPU processes (gloo) trains and evaluates; evaluating its final checkpoint in one
+    process (and with --num-gpus 2 spawning) gives exactly the same metrics."""
+    out = tmp_path / "ddp"
+    torchrun = os.path.join(os.path.dirname(PY), "torchrun")
+    run_tool([torchrun, "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000),
+              "tools/train_net.py", "--config-file", TINY_CFG, "OUTPUT_DIR", str(out), "SOLVER.IMS_PER_BATCH", "4"])
+    ddp = _metrics(out)
+    assert ddp["sem_seg/mIoU"] >= 0
+    single = _eval_only(tmp_path / "single", out / "model_final.pth")
+    spawned = _eval_only(tmp_path / "spawned", out / "model_final.pth", "--num-gpus", "2")
+    for k, v in ddp.items():
+        assert single[k] == v and spawned[k] == v, k
