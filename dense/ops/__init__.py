@@ -1,7 +1,9 @@
-"""Python face of dense's compiled operators (``dense._C``).
+"""dense's custom operators: MSDeformAttn, DCNv3, DSCN and 2-D neighbourhood attention.
 
-Every op dispatches CUDA kernel -> C++ CPU kernel -> pure-PyTorch reference, so dense imports and
-runs even where the extension could not be built.
+Each op dispatches CUDA kernel -> C++ CPU kernel -> pure-PyTorch reference (``backend=None``), or
+runs the backend named by ``backend="cuda" | "cpu" | "reference"``; :func:`use_backend` sets the
+default for a block of code (e.g. a whole model). The kernels live in the compiled extension
+``dense._C`` (sources in ops/); dense imports and runs without it, on the references.
 """
 from __future__ import annotations
 
@@ -15,7 +17,16 @@ except ImportError as _err:  # not built (e.g. a source checkout without `pip in
 else:
     _IMPORT_ERROR = None
 
-__all__ = ["extension_available", "cuda_kernels_available"]
+from . import reference  # noqa: E402
+from ._dispatch import available_backends, use_backend  # noqa: E402
+from .dcnv3 import DCNv3, dcnv3  # noqa: E402
+from .dscn import DSCNX, DSCNY, dscn  # noqa: E402
+from .ms_deform_attn import MSDeformAttn, ms_deform_attn  # noqa: E402
+from .neighborhood_attention import NeighborhoodAttention2D, na2d_av, na2d_qk, neighborhood_attention_2d  # noqa: E402
+
+__all__ = ["ms_deform_attn", "MSDeformAttn", "dcnv3", "DCNv3", "dscn", "DSCNX", "DSCNY", "na2d_qk", "na2d_av",
+           "neighborhood_attention_2d", "NeighborhoodAttention2D", "reference", "use_backend", "available_backends",
+           "extension_available", "cuda_kernels_available"]
 
 
 def extension_available() -> bool:
