@@ -4,18 +4,18 @@
     python tools/analyze_model.py --config-file CFG --input-size 512 512            # whole model
     python tools/analyze_model.py --config-file CFG --input-size 224 224 --backbone # backbone only
 
-FLOPs follow the papers' convention: one fused multiply-add counts as one flop. Operators fvcore has
-no formula for (e.g. grid_sample, softmax, GELU, custom ops) are listed as uncounted.
+FLOPs follow the papers' convention: one fused multiply-add counts as one flop; dense's custom ops are
+counted by dense.utils.analysis. Operators without a formula (grid_sample, softmax, GELU, ...) are
+listed as uncounted, as in the papers' own fvcore counts.
 """
 import argparse
 import logging
-from collections import Counter
-
 import torch
-from fvcore.nn import FlopCountAnalysis, parameter_count, parameter_count_table
+from fvcore.nn import parameter_count, parameter_count_table
 
 from dense.config import get_cfg
 from dense.modeling import build_model
+from dense.utils.analysis import flop_count
 
 
 def parse_args():
@@ -27,13 +27,6 @@ def parse_args():
     p.add_argument("--max-depth", type=int, default=3, help="depth of the parameter table")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return p.parse_args()
-
-
-def count_flops(module: torch.nn.Module, inputs) -> tuple[float, Counter]:
-    """(total flops, {op: times seen} of operators that were not counted)."""
-    analysis = FlopCountAnalysis(module, inputs)
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    return float(analysis.total()), Counter(analysis.unsupported_ops())
 
 
 def main():
@@ -52,10 +45,10 @@ def main():
     if "flop" in args.tasks:
         with torch.no_grad():
             if args.backbone:
-                flops, skipped = count_flops(target, (torch.zeros(1, 3, h, w, device=model.device),))
+                flops, skipped = flop_count(target, (torch.zeros(1, 3, h, w, device=model.device),))
             else:
                 image = torch.zeros(3, h, w, dtype=torch.uint8, device=model.device)
-                flops, skipped = count_flops(target, ([{"image": image, "height": h, "width": w}],))
+                flops, skipped = flop_count(target, ([{"image": image, "height": h, "width": w}],))
         print(f"FLOPs at {h}x{w}: {flops / 1e9:.3f}G (multiply-adds)")
         if skipped:
             print("Not counted: " + ", ".join(f"{op} x{n}" for op, n in skipped.most_common()))

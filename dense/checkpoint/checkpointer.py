@@ -20,6 +20,9 @@ __all__ = ["DenseCheckpointer", "LoadReport", "CheckpointMismatchError"]
 logger = logging.getLogger(__name__)
 
 
+DENSE_MARKER = "__dense_checkpoint__"  # written by DenseCheckpointer.save: the weights are in dense's layout
+
+
 class CheckpointMismatchError(RuntimeError):
     """Checkpoint tensors whose shapes differ from the model's."""
 
@@ -105,7 +108,7 @@ class DenseCheckpointer(Checkpointer):
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
-        data = {"model": self.model.state_dict()}
+        data = {"model": self.model.state_dict(), DENSE_MARKER: 1}
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data.update(kwargs)
@@ -128,6 +131,7 @@ class DenseCheckpointer(Checkpointer):
     def _load_file(self, f: str) -> dict[str, Any]:
         state_dict, rest = _unwrap_checkpoint(load_checkpoint_file(f, trusted=self.trusted))
         rest["model"] = state_dict
+        rest[DENSE_MARKER] = bool(rest.get(DENSE_MARKER, False))
         return rest
 
     def _load_model(self, checkpoint: dict[str, Any]) -> LoadReport:
@@ -136,11 +140,11 @@ class DenseCheckpointer(Checkpointer):
             state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
         report = LoadReport(source=self._source)
         model_sd = self.model.state_dict()
-        if len(set(state_dict) & set(model_sd)) < 0.5 * len(state_dict):
-            converter = find_converter(state_dict, self.model)
-            if converter is not None:
-                state_dict, report.dropped = converter.convert(state_dict, self.model)
-                report.converter = type(converter).__name__
+        native = checkpoint.pop(DENSE_MARKER, False) or set(state_dict) <= set(model_sd)
+        converter = None if native else find_converter(state_dict, self.model)
+        if converter is not None:
+            state_dict, report.dropped = converter.convert(state_dict, self.model)
+            report.converter = converter.name
         loadable = {}
         for k, v in state_dict.items():
             if k not in model_sd:

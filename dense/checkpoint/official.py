@@ -1,22 +1,31 @@
-"""Converters from released checkpoints (ImageNet classification, mmseg/mmdet, torchvision) to dense's
-key layout, chosen automatically by DenseCheckpointer.
+"""Converters from released checkpoints to dense's key layout, chosen automatically by DenseCheckpointer.
 
 A converter is a class registered in CHECKPOINT_CONVERTERS with
 
 - ``matches(state_dict, model) -> bool``: whether it recognises this checkpoint for this model;
 - ``convert(state_dict, model) -> (state_dict, dropped)``: the state dict in the model's names, and
-  ``{original key: why it is not loaded}`` for keys deliberately left out (e.g. a classifier).
+  ``{original key: why it is not loaded}`` for keys deliberately left out (e.g. an ImageNet classifier).
 
 Converters are tried in registration order; the first that matches converts.
+
+Most families are handled by :class:`BackboneFamily`: a released checkpoint is either an ImageNet
+classification checkpoint (bare backbone keys plus a classifier) or an mmseg/mmdet checkpoint
+(``backbone.*`` plus ``neck.*``, ``decode_head.*``, ``auxiliary_head.*``, ``rpn_head.*``, ...). The family
+says how its upstream backbone keys are named; the mmcv part is shared.
 """
 from __future__ import annotations
+
+import re
 
 from fvcore.common.registry import Registry
 from torch import nn
 
-__all__ = ["CHECKPOINT_CONVERTERS", "find_converter", "unwrap_model"]
+__all__ = ["CHECKPOINT_CONVERTERS", "find_converter", "unwrap_model", "BackboneFamily", "MMCV_HEAD_PREFIXES"]
 
 CHECKPOINT_CONVERTERS = Registry("CHECKPOINT_CONVERTER")
+
+# mmseg/mmdet top-level module -> dense module (heads issues extend the models these map into)
+MMCV_HEAD_PREFIXES = {"neck.": "neck.", "decode_head.": "sem_seg_head.", "auxiliary_head.": "aux_head."}
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -32,21 +41,116 @@ def find_converter(state_dict: dict, model: nn.Module):
     return None
 
 
-@CHECKPOINT_CONVERTERS.register()
-class TorchvisionResNet:
-    """torchvision ImageNet ResNet checkpoints (``conv1``, ``layer1.0.conv1``, ``fc``) -> ``backbone.*``."""
+def _backbone_and_prefix(model: nn.Module) -> tuple[nn.Module, str]:
+    """The model's backbone and the prefix of its keys ("backbone." in a full model, "" for a bare one)."""
+    model = unwrap_model(model)
+    if hasattr(model, "backbone"):
+        return model.backbone, "backbone."
+    return model, ""
+
+
+class BackboneFamily:
+    """Base of per-family converters.
+
+    Subclasses set ``backbone_type`` (the dense Backbone class), ``signature`` (backbone keys, without any
+    prefix, that identify the upstream layout: any one present is enough) and ``classifier`` (a regex of
+    classification-only keys), and may override :meth:`rename` (upstream backbone key -> dense key).
+    """
+
+    backbone_type: type | None = None
+    signature: tuple[str, ...] = ()
+    classifier = re.compile(r"^(head|fc|cls_head|cls_norm|norm|fc_norm|norms)\.")
+    name = "released"
+
+    def rename(self, key: str) -> str:
+        return key
+
+    def _backbone_keys(self, state_dict: dict) -> tuple[dict, str]:
+        """(backbone part, layout) with layout "mmcv" (backbone.* keys) or "classification"."""
+        if any(("backbone." + s) in state_dict for s in self.signature):
+            return {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}, "mmcv"
+        return state_dict, "classification"
 
     def matches(self, state_dict: dict, model: nn.Module) -> bool:
-        from ..modeling.backbone.resnet import ResNet
-
-        backbone = getattr(unwrap_model(model), "backbone", None)
-        return isinstance(backbone, ResNet) and "conv1.weight" in state_dict and "layer1.0.conv1.weight" in state_dict
+        backbone, _ = _backbone_and_prefix(model)
+        if self.backbone_type is None or not isinstance(backbone, self.backbone_type):
+            return False
+        return any(s in state_dict or ("backbone." + s) in state_dict for s in self.signature)
 
     def convert(self, state_dict: dict, model: nn.Module) -> tuple[dict, dict]:
+        _, prefix = _backbone_and_prefix(model)
+        backbone_sd, layout = self._backbone_keys(state_dict)
         out, dropped = {}, {}
-        for k, v in state_dict.items():
-            if k.startswith("fc."):
+        for k, v in backbone_sd.items():
+            if layout == "classification" and self.classifier.match(k):
                 dropped[k] = "ImageNet classifier (not part of a dense model)"
-            else:
-                out["backbone." + k] = v
+                continue
+            out[prefix + self.rename(k)] = v
+        if layout == "mmcv":
+            for k, v in state_dict.items():
+                if k.startswith("backbone."):
+                    continue
+                head = next((p for p in MMCV_HEAD_PREFIXES if k.startswith(p)), None)
+                if head is None or not prefix:
+                    dropped[k] = "head of the released model with no counterpart in this dense model"
+                else:
+                    out[MMCV_HEAD_PREFIXES[head] + k[len(head):]] = v
+        self.name = f"{type(self).__name__} ({layout})"
         return out, dropped
+
+
+@CHECKPOINT_CONVERTERS.register()
+class TorchvisionResNet(BackboneFamily):
+    """torchvision ImageNet ResNet (``conv1``, ``layer1.0.conv1``, ``fc``) -> ``backbone.*``."""
+
+    signature = ("layer1.0.conv1.weight",)
+
+    @property
+    def backbone_type(self):
+        from ..modeling.backbone.resnet import ResNet
+
+        return ResNet
+
+
+@CHECKPOINT_CONVERTERS.register()
+class DATCheckpoint(BackboneFamily):
+    """DAT++ releases: ImageNet (LeapLabTHU/DAT, ``{'model': ...}``, ``cls_head``/``cls_norm``) and mmseg /
+    mmdet (LeapLabTHU/DAT-Segmentation / -Detection). dense keeps upstream's key names."""
+
+    signature = ("patch_proj.0.weight",)
+    classifier = re.compile(r"^(cls_head|cls_norm)\.")
+
+    @property
+    def backbone_type(self):
+        from ..modeling.backbone.dat import DAT
+
+        return DAT
+
+
+@CHECKPOINT_CONVERTERS.register()
+class DaViTCheckpoint(BackboneFamily):
+    """DaViT releases: official ImageNet / mmdet / mmseg (dingmyu/davit: ``patch_embeds``, ``main_blocks``,
+    ``cpe.0``, classifier ``norms``/``head``) and timm hub weights (``stem``, ``stages``, ``head.fc``)."""
+
+    signature = ("patch_embeds.0.proj.weight", "stem.conv.weight")
+    classifier = re.compile(r"^(head|norms)\.")
+    _RULES = [
+        (re.compile(r"^patch_embeds\.0\.proj\."), "stem.conv."),
+        (re.compile(r"^patch_embeds\.0\.norm\."), "stem.norm."),
+        (re.compile(r"^patch_embeds\.(\d)\.proj\."), r"stages.\1.downsample.conv."),
+        (re.compile(r"^patch_embeds\.(\d)\.norm\."), r"stages.\1.downsample.norm."),
+        (re.compile(r"^main_blocks\.(\d+)\.(\d+)\.(\d)\."), r"stages.\1.blocks.\2.\3."),
+        (re.compile(r"\.cpe\.0\."), ".cpe1."),
+        (re.compile(r"\.cpe\.1\."), ".cpe2."),
+    ]
+
+    @property
+    def backbone_type(self):
+        from ..modeling.backbone.davit import DaViT
+
+        return DaViT
+
+    def rename(self, key: str) -> str:
+        for pattern, repl in self._RULES:
+            key = pattern.sub(repl, key)
+        return key

@@ -33,6 +33,33 @@ _C.MODEL.RESNETS.NORM = "BN"  # "BN", "SyncBN", "FrozenBN" or "GN"
 _C.MODEL.RESNETS.WIDTH_PER_GROUP = 64  # base width of the bottleneck (64 = ResNet)
 _C.MODEL.RESNETS.ZERO_INIT_RESIDUAL = False  # zero-init the last norm of every residual branch
 
+# DAT++ (dense/modeling/backbone/dat.py); defaults = DAT-T++
+_C.MODEL.DAT = CN()
+_C.MODEL.DAT.DIM_STEM = 64  # stem output channels (= DIMS[0])
+_C.MODEL.DAT.DIMS = [64, 128, 256, 512]  # channels of the four stages
+_C.MODEL.DAT.DEPTHS = [2, 4, 18, 2]  # blocks per stage (= lengths of STAGE_SPEC)
+_C.MODEL.DAT.HEADS = [2, 4, 8, 16]  # attention heads per stage (head dim 32)
+_C.MODEL.DAT.GROUPS = [1, 2, 4, 8]  # offset groups of the deformable ("D") blocks per stage
+_C.MODEL.DAT.STAGE_SPEC = ["ND", "NDND", "NDNDNDNDNDNDNDNDND", "DD"]  # block types: N = neighbourhood, D = deformable
+_C.MODEL.DAT.STRIDES = [8, 4, 2, 1]  # offset-network stride per stage (sampled keys ~ image / 32)
+_C.MODEL.DAT.KSIZES = [9, 7, 5, 3]  # offset-network depthwise kernel per stage
+_C.MODEL.DAT.OFFSET_RANGE_FACTOR = [-1, -1, -1, -1]  # < 0: raw offsets clamped to the map (DAT++); >= 0: tanh-bounded
+_C.MODEL.DAT.NAT_KERNEL_SIZE = 7  # window of the neighbourhood-attention blocks
+_C.MODEL.DAT.EXPANSION = 4  # MLP expansion ratio
+_C.MODEL.DAT.IMG_SIZE = 224  # pretraining resolution; sets the position-bias table sizes
+_C.MODEL.DAT.DROP_PATH_RATE = 0.0  # stochastic depth, linear over all blocks
+_C.MODEL.DAT.USE_CHECKPOINT = False  # activation checkpointing per stage (saves memory in training)
+
+# DaViT (dense/modeling/backbone/davit.py); defaults = DaViT-T
+_C.MODEL.DAVIT = CN()
+_C.MODEL.DAVIT.EMBED_DIMS = [96, 192, 384, 768]  # channels of the four stages
+_C.MODEL.DAVIT.DEPTHS = [1, 1, 3, 1]  # dual (spatial + channel) blocks per stage
+_C.MODEL.DAVIT.NUM_HEADS = [3, 6, 12, 24]  # heads of the window attention = groups of the channel attention
+_C.MODEL.DAVIT.WINDOW_SIZE = 7  # spatial attention window
+_C.MODEL.DAVIT.MLP_RATIO = 4.0  # MLP expansion ratio
+_C.MODEL.DAVIT.DROP_PATH_RATE = 0.0  # stochastic depth over the 2 * sum(DEPTHS) sub-blocks (official schedule)
+_C.MODEL.DAVIT.USE_CHECKPOINT = False  # activation checkpointing of the blocks (saves memory in training)
+
 # Neck between backbone and head (empty NAME = none); FPN as in mmdet/mmseg (lateral_convs/fpn_convs)
 _C.MODEL.NECK = CN()
 _C.MODEL.NECK.NAME = ""  # name in NECK_REGISTRY, e.g. "FPN"; empty = the head reads backbone features

@@ -1,5 +1,7 @@
 from .backbone import Backbone, ShapeSpec
 from .build import BACKBONE_REGISTRY, build_backbone
+from .dat import DAT
+from .davit import DaViT
 from .resnet import ResNet
 
-__all__ = ["Backbone", "ShapeSpec", "BACKBONE_REGISTRY", "build_backbone", "ResNet"]
+__all__ = ["Backbone", "ShapeSpec", "BACKBONE_REGISTRY", "build_backbone", "DAT", "DaViT", "ResNet"]

@@ -1,0 +1,227 @@
+"""DAT++: Vision Transformer with Deformable Attention (Xia et al., arXiv 2309.01430), dense-prediction form.
+
+The backbone of LeapLabTHU/DAT-Segmentation and DAT-Detection: a conv stem (stride 4), four stages of
+blocks alternating neighbourhood attention ("N", 7x7, NATTEN 0.14 semantics) and deformable attention
+("D"), a local perception unit (3x3 depthwise conv residual) before every block and a conv MLP. Each
+stage's output goes through its own LayerNorm (``norms.i``) and is returned, before the stride-2 down
+projection, as res2..res5 (strides 4, 8, 16, 32). Module and key names equal upstream's, so released
+checkpoints load without renaming.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ...ops import NeighborhoodAttention2D
+from .backbone import Backbone
+from .build import BACKBONE_REGISTRY
+
+__all__ = ["DAT", "DeformableAttention", "DAT_MIN_SIZE"]
+
+DAT_MIN_SIZE = 33  # the stride-32 map must be >= 2 per side: D-attention normalises by (size - 1)
+
+
+class LayerNormProxy(nn.Module):
+    """LayerNorm over the channels of an NCHW map (upstream's LayerNormProxy; key ``norm``)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvMLP(nn.Module):
+    """1x1 conv C->eC, + depthwise 3x3 residual, GELU, 1x1 conv eC->C (TransformerMLPWithConv).
+    The GELU comes after the depthwise residual, as upstream."""
+
+    def __init__(self, channels: int, expansion: int, drop: float = 0.0):
+        super().__init__()
+        hidden = channels * expansion
+        self.linear1 = nn.Sequential(nn.Conv2d(channels, hidden, 1))
+        self.dwc = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden)
+        self.act = nn.GELU()
+        self.linear2 = nn.Sequential(nn.Conv2d(hidden, channels, 1))
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.linear1(x))
+        x = self.act(x + self.dwc(x))
+        return self.drop(self.linear2(x))
+
+
+class NeighborhoodAttentionCF(NeighborhoodAttention2D):
+    """NeighborhoodAttention2D on NCHW maps (DAT keeps channels first)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class DeformableAttention(nn.Module):
+    """DAT++'s deformable multi-head attention (upstream ``DAttentionBaseline`` with position bias).
+
+    Per group of channels, an offset network (depthwise k x k conv with stride s -> LN -> GELU -> 1x1 conv
+    to (dy, dx)) on the queries predicts where to sample ceil(H/s) x ceil(W/s) keys/values from the input
+    map (bilinear, align_corners=True); every query attends to all sampled keys, with a relative position
+    bias read bilinearly from ``rpe_table`` at the query-to-key displacement.
+
+    Input/output [B, C, H, W]. ``q_size`` (the map size at the pretraining resolution) only sets the bias
+    table's size: the table is sampled in normalised coordinates, so any input size works.
+    """
+
+    def __init__(self, dim: int, heads: int, groups: int, q_size: int, stride: int, ksize: int,
+                 offset_range_factor: float = -1.0, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        if dim % heads or dim % groups or heads % groups:
+            raise ValueError(f"DeformableAttention: dim {dim}, heads {heads} and groups {groups} must divide evenly")
+        self.heads, self.groups = heads, groups
+        self.head_dim, self.group_channels, self.group_heads = dim // heads, dim // groups, heads // groups
+        self.scale = self.head_dim**-0.5
+        self.offset_range_factor = offset_range_factor
+        gc = self.group_channels
+        self.conv_offset = nn.Sequential(
+            nn.Conv2d(gc, gc, ksize, stride, ksize // 2 if ksize != stride else 0, groups=gc),
+            LayerNormProxy(gc),
+            nn.GELU(),
+            nn.Conv2d(gc, 2, 1, 1, 0, bias=False),
+        )
+        self.proj_q, self.proj_k, self.proj_v, self.proj_out = (nn.Conv2d(dim, dim, 1) for _ in range(4))
+        self.rpe_table = nn.Parameter(torch.zeros(heads, 2 * q_size - 1, 2 * q_size - 1))
+        nn.init.trunc_normal_(self.rpe_table, std=0.01)
+        self.attn_drop, self.proj_drop = nn.Dropout(attn_drop), nn.Dropout(proj_drop)
+
+    @staticmethod
+    def _grid(h: int, w: int, like: torch.Tensor, centres: bool) -> torch.Tensor:
+        """[h, w, 2] (x, y) positions normalised as upstream: cell centres (i + 0.5) / (n - 1) for the
+        key reference points (a quirk kept for parity), pixel indices i / (n - 1) for the queries."""
+        shift = 0.5 if centres else 0.0
+        ys = (torch.arange(h, dtype=like.dtype, device=like.device) + shift) / (h - 1.0) * 2 - 1
+        xs = (torch.arange(w, dtype=like.dtype, device=like.device) + shift) / (w - 1.0) * 2 - 1
+        return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        bg = b * self.groups
+        q = self.proj_q(x)
+        offset = self.conv_offset(q.reshape(bg, self.group_channels, h, w))  # [B*G, 2 (dy, dx), Hk, Wk]
+        hk, wk = offset.shape[-2:]
+        if self.offset_range_factor >= 0:
+            scale = offset.new_tensor([1.0 / (hk - 1.0), 1.0 / (wk - 1.0)]).view(1, 2, 1, 1)
+            offset = offset.tanh() * scale * self.offset_range_factor
+        pos = offset.flip(1).permute(0, 2, 3, 1) + self._grid(hk, wk, x, centres=True)  # (x, y)
+        if self.offset_range_factor < 0:
+            pos = pos.clamp(-1.0, 1.0)
+        sampled = F.grid_sample(x.reshape(bg, self.group_channels, h, w), pos, mode="bilinear", align_corners=True)
+        ns = hk * wk
+        sampled = sampled.reshape(b, c, 1, ns)
+        q = q.reshape(b * self.heads, self.head_dim, h * w)
+        k = self.proj_k(sampled).reshape(b * self.heads, self.head_dim, ns)
+        v = self.proj_v(sampled).reshape(b * self.heads, self.head_dim, ns)
+        attn = torch.einsum("bcm,bcn->bmn", q, k) * self.scale  # [B*heads, HW, Ns]
+        q_grid = self._grid(h, w, x, centres=False).reshape(1, h * w, 1, 2)
+        displacement = (q_grid - pos.reshape(bg, 1, ns, 2)) * 0.5  # [B*G, HW, Ns, 2] in (x, y)
+        table = self.rpe_table[None].expand(b, -1, -1, -1).reshape(bg, self.group_heads, *self.rpe_table.shape[-2:])
+        bias = F.grid_sample(table, displacement, mode="bilinear", align_corners=True)  # [B*G, h_g, HW, Ns]
+        attn = self.attn_drop((attn + bias.reshape(b * self.heads, h * w, ns)).softmax(dim=2))
+        out = torch.einsum("bmn,bcn->bcm", attn, v).reshape(b, c, h, w)
+        return self.proj_drop(self.proj_out(out))
+
+
+class DATStage(nn.Module):
+    """One stage: for each block, LPU residual, then x + DropPath(attn(LN(x))), x + DropPath(MLP(LN(x)))."""
+
+    def __init__(self, dim: int, spec: str, heads: int, groups: int, q_size: int, stride: int, ksize: int,
+                 offset_range_factor: float, nat_kernel_size: int, expansion: int, drop_path: list[float]):
+        super().__init__()
+        self.spec = spec
+        self.local_perception_units = nn.ModuleList(nn.Conv2d(dim, dim, 3, 1, 1, groups=dim) for _ in spec)
+        self.layer_norms = nn.ModuleList(LayerNormProxy(dim) for _ in range(2 * len(spec)))
+        self.mlps = nn.ModuleList(ConvMLP(dim, expansion) for _ in spec)
+        attns = []
+        for kind in spec:
+            if kind == "N":
+                attns.append(NeighborhoodAttentionCF(dim, nat_kernel_size, heads))
+            elif kind == "D":
+                attns.append(DeformableAttention(dim, heads, groups, q_size, stride, ksize, offset_range_factor))
+            else:
+                raise ValueError(f"MODEL.DAT.STAGE_SPEC: block type '{kind}' is not supported (use 'N' or 'D')")
+        self.attns = nn.ModuleList(attns)
+        self.drop_path = nn.ModuleList(DropPath(p) if p > 0 else nn.Identity() for p in drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for d in range(len(self.spec)):
+            x = x + self.local_perception_units[d](x)
+            x = x + self.drop_path[d](self.attns[d](self.layer_norms[2 * d](x)))
+            x = x + self.drop_path[d](self.mlps[d](self.layer_norms[2 * d + 1](x)))
+        return x
+
+
+@BACKBONE_REGISTRY.register()
+class DAT(Backbone):
+    """DAT++ dense-prediction backbone.
+
+    forward(images [N, 3, H, W]) -> res2..res5 of sizes ceil(H/s) x ceil(W/s), channels ``dims``.
+    Inputs with a side below 33 px are zero-padded to 33 (upstream returns NaN there) and cropped back.
+    """
+
+    def __init__(self, dim_stem: int = 64, dims=(64, 128, 256, 512), depths=(2, 4, 18, 2), heads=(2, 4, 8, 16),
+                 groups=(1, 2, 4, 8), stage_spec=("ND", "NDND", "ND" * 9, "DD"), strides=(8, 4, 2, 1),
+                 ksizes=(9, 7, 5, 3), offset_range_factor=(-1, -1, -1, -1), nat_kernel_size: int = 7,
+                 expansion: int = 4, img_size: int = 224, drop_path_rate: float = 0.0,
+                 out_features=("res2", "res3", "res4", "res5"), use_checkpoint: bool = False):
+        super().__init__()
+        if [len(s) for s in stage_spec] != list(depths):
+            raise ValueError(f"MODEL.DAT.STAGE_SPEC block counts {[len(s) for s in stage_spec]} must equal "
+                             f"MODEL.DAT.DEPTHS {list(depths)}")
+        if dims[0] != dim_stem or any(dims[i + 1] != 2 * dims[i] for i in range(3)):
+            raise ValueError(f"DAT++ needs DIMS doubling from DIM_STEM; got DIM_STEM {dim_stem}, DIMS {list(dims)}")
+        self.patch_proj = nn.Sequential(
+            nn.Conv2d(3, dim_stem // 2, 3, 2, 1), LayerNormProxy(dim_stem // 2), nn.GELU(),
+            nn.Conv2d(dim_stem // 2, dim_stem, 3, 2, 1), LayerNormProxy(dim_stem),
+        )
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.stages = nn.ModuleList()
+        for i in range(4):
+            q_size = img_size // 4 // 2**i
+            self.stages.append(DATStage(dims[i], stage_spec[i], heads[i], groups[i], q_size, strides[i], ksizes[i],
+                                        offset_range_factor[i], nat_kernel_size, expansion,
+                                        dpr[sum(depths[:i]):sum(depths[:i + 1])]))
+        self.down_projs = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(dims[i], dims[i + 1], 3, 2, 1, bias=False), LayerNormProxy(dims[i + 1]))
+            for i in range(3)
+        )
+        self.norms = nn.ModuleList(LayerNormProxy(d) for d in dims)
+        names = ["res2", "res3", "res4", "res5"]
+        self._out_features = list(out_features)
+        self._out_feature_channels = dict(zip(names, dims))
+        self._out_feature_strides = {n: 4 * 2**i for i, n in enumerate(names)}
+        self.use_checkpoint = use_checkpoint
+
+    @classmethod
+    def from_config(cls, cfg, input_shape) -> "DAT":
+        d = cfg.MODEL.DAT
+        return cls(dim_stem=d.DIM_STEM, dims=d.DIMS, depths=d.DEPTHS, heads=d.HEADS, groups=d.GROUPS,
+                   stage_spec=d.STAGE_SPEC, strides=d.STRIDES, ksizes=d.KSIZES,
+                   offset_range_factor=d.OFFSET_RANGE_FACTOR, nat_kernel_size=d.NAT_KERNEL_SIZE,
+                   expansion=d.EXPANSION, img_size=d.IMG_SIZE, drop_path_rate=d.DROP_PATH_RATE,
+                   out_features=cfg.MODEL.BACKBONE.OUT_FEATURES, use_checkpoint=d.USE_CHECKPOINT)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        h, w = images.shape[-2:]
+        if min(h, w) < DAT_MIN_SIZE:
+            images = F.pad(images, (0, max(0, DAT_MIN_SIZE - w), 0, max(0, DAT_MIN_SIZE - h)))
+        x = self.patch_proj(images)
+        outs = {}
+        for i, name in enumerate(["res2", "res3", "res4", "res5"]):
+            stage = self.stages[i]
+            x = checkpoint(stage, x, use_reentrant=False) if self.use_checkpoint and self.training else stage(x)
+            if name in self._out_features:
+                s = self._out_feature_strides[name]
+                outs[name] = self.norms[i](x)[..., : -(-h // s), : -(-w // s)]
+            if i < 3:
+                x = self.down_projs[i](x)
+        return outs

@@ -1,0 +1,75 @@
+"""DaViT: Dual Attention Vision Transformers (Ding et al., ECCV 2022), dense-prediction form.
+
+Built on timm's DaVit (``timm.models.davit``), which reproduces the official dense backbone
+(dingmyu/davit, mmdet/mmseg ``DaViT``) on the golden data, plus what the dense form adds:
+
+- ``norm0..norm3``: a LayerNorm (eps 1e-5, as official; timm's LayerNorm2d default is 1e-6) on every
+  returned level;
+- the official stochastic-depth schedule: linspace(0, rate, 2 * sum(depths)) over the spatial and channel
+  sub-blocks (timm uses one rate per dual block).
+
+Keys: timm's (``stem.*``, ``stages.i.downsample.*``, ``stages.i.blocks.j.{0,1}.*``) plus ``norm{i}``; the
+official checkpoints' names (``patch_embeds``, ``main_blocks``, ``cpe.0``) are converted on load.
+"""
+from __future__ import annotations
+
+import torch
+from timm.layers import DropPath, LayerNorm2d
+from timm.models.davit import DaVit as _TimmDaVit
+
+from .backbone import Backbone
+from .build import BACKBONE_REGISTRY
+
+__all__ = ["DaViT"]
+
+
+@BACKBONE_REGISTRY.register()
+class DaViT(Backbone):
+    """forward(images [N, 3, H, W]) -> res2..res5 (strides 4..32, channels ``embed_dims``), any H, W:
+    the stem pads to a multiple of 4, down-samplings pad to even sizes, windows pad to multiples of 7."""
+
+    def __init__(self, embed_dims=(96, 192, 384, 768), depths=(1, 1, 3, 1), num_heads=(3, 6, 12, 24),
+                 window_size: int = 7, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0,
+                 out_features=("res2", "res3", "res4", "res5"), use_checkpoint: bool = False):
+        super().__init__()
+        net = _TimmDaVit(depths=tuple(depths), embed_dims=tuple(embed_dims), num_heads=tuple(num_heads),
+                         window_size=window_size, mlp_ratio=mlp_ratio, qkv_bias=True, norm_eps=1e-5,
+                         attn_types=("spatial", "channel"), ffn=True, cpe_act=False, down_kernel_size=2,
+                         channel_attn_v2=False, num_classes=0)
+        self.stem, self.stages = net.stem, net.stages
+        self._set_drop_path(drop_path_rate)
+        for i, dim in enumerate(embed_dims):
+            self.add_module(f"norm{i}", LayerNorm2d(dim, eps=1e-5))
+        names = ["res2", "res3", "res4", "res5"]
+        self._out_features = list(out_features)
+        self._out_feature_channels = dict(zip(names, embed_dims))
+        self._out_feature_strides = {n: 4 * 2**i for i, n in enumerate(names)}
+        if use_checkpoint:
+            for stage in self.stages:
+                stage.grad_checkpointing = True
+
+    def _set_drop_path(self, rate: float) -> None:
+        """Official schedule: sub-block k (spatial and channel counted separately) gets rate * k / (2n - 1)."""
+        blocks = [sub for stage in self.stages for dual in stage.blocks for sub in dual]
+        rates = torch.linspace(0, rate, len(blocks)).tolist()
+        for sub, p in zip(blocks, rates):
+            sub.drop_path1 = DropPath(p) if p > 0 else torch.nn.Identity()
+            sub.drop_path2 = DropPath(p) if p > 0 else torch.nn.Identity()
+
+    @classmethod
+    def from_config(cls, cfg, input_shape) -> "DaViT":
+        d = cfg.MODEL.DAVIT
+        return cls(embed_dims=d.EMBED_DIMS, depths=d.DEPTHS, num_heads=d.NUM_HEADS, window_size=d.WINDOW_SIZE,
+                   mlp_ratio=d.MLP_RATIO, drop_path_rate=d.DROP_PATH_RATE,
+                   out_features=cfg.MODEL.BACKBONE.OUT_FEATURES, use_checkpoint=d.USE_CHECKPOINT)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self.stem(images)
+        outs = {}
+        for i, name in enumerate(["res2", "res3", "res4", "res5"]):
+            x = self.stages[i](x)
+            if name in self._out_features:
+                outs[name] = getattr(self, f"norm{i}")(x)
+            if name == self._out_features[-1]:
+                break
+        return outs

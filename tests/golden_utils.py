@@ -1,0 +1,58 @@
+"""Helpers to run a backbone golden file (../shared/golden) through dense's checkpoint loading."""
+import os
+import sys
+
+import pytest
+import torch
+
+from dense.checkpoint import DenseCheckpointer
+from dense.config import get_cfg
+from dense.modeling import build_model
+
+from conftest import REPO
+
+GOLDEN_DIR = os.path.join(REPO, "..", "shared", "golden")
+sys.path.insert(0, os.path.join(REPO, "..", "shared", "tools"))
+from golden import compare, stand_in_weights  # noqa: E402
+
+
+def load_golden(name: str) -> dict:
+    path = os.path.join(GOLDEN_DIR, f"{name}.pt")
+    if not os.path.isfile(path):
+        pytest.skip(f"golden file {path} not present")
+    return torch.load(path, weights_only=False)
+
+
+def released_checkpoint(g: dict, path: str) -> set:
+    """Write stand-in weights in the golden file's released layout (wrapper + prefix); return their keys."""
+    sd = stand_in_weights(g["keys"], g["seed"])
+    prefix = g["prefix"]
+    sd = {(k if k.startswith(prefix) else prefix + k): v for k, v in sd.items()}
+    torch.save({g["wrapper"]: sd, "meta": {"mmcv_version": "1.4.0"}} if g["wrapper"] else sd, path)
+    return set(sd)
+
+
+def model_from_config(*config_files: str, opts=()):
+    cfg = get_cfg()
+    for f in config_files:
+        cfg.merge_from_file(os.path.join(REPO, f))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
+    return build_model(cfg).eval()
+
+
+def load_released(model, path: str, expected_keys: set):
+    """Load through DenseCheckpointer and assert every key of the table was loaded (none unexpected)."""
+    ck = DenseCheckpointer(model)
+    ck.load(path)
+    r = ck.last_report
+    assert not r.unexpected and not r.mismatched and not r.dropped, r.summary()
+    # every table key became a distinct loaded backbone tensor (names may be converted), none missing
+    loaded_backbone = [k for k in r.loaded if k.startswith("backbone.")]
+    assert len(loaded_backbone) == len(expected_keys), (len(loaded_backbone), len(expected_keys))
+    assert not [k for k in r.missing if k.startswith("backbone.") and not k.endswith("num_batches_tracked")], r.summary()
+    return r
+
+
+def assert_matches(outputs: dict, g: dict, atol_key="atol", rtol_key="rtol", expected_key="outputs"):
+    problems = compare(outputs, g[expected_key], g[atol_key], g[rtol_key])
+    assert problems == [], problems
