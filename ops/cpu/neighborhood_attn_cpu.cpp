@@ -31,8 +31,8 @@ using na::Geometry;
 
 // Window geometry of every index along one axis, computed once per op call.
 struct Axis {
-  std::vector<int64_t> start;          // first key of each query's window
-  std::vector<int64_t> bias;           // rpb index of that first key
+  std::vector<int64_t> start;             // first key of each query's window
+  std::vector<int64_t> bias;              // rpb index of that first key
   std::vector<na::InverseRange> inverse;  // queries whose window holds each key
 };
 
