@@ -1,9 +1,9 @@
 // CPU kernels of DCNv3 and DSCN (deformable sampling on channels-last maps), float32 and float64.
 // Sampling math: ../dcn.h; semantics: dense/ops/reference.py (dcnv3, dscn).
 //
-// Forward: one task per range of output pixels (each writes its own output rows).
-// Backward: tasks own disjoint slices of grad_input, so no two tasks ever write the same element and
-// the result does not depend on the thread count (see BackwardBlock).
+// Forward: tasks are ranges of output pixels, each writing its own output rows.
+// Backward: tasks own disjoint slices of grad_input (see BackwardBlocks), so no two tasks write the same
+// element, no atomics are needed, and the result does not depend on the number of threads.
 #include <algorithm>
 #include <vector>
 
@@ -120,8 +120,28 @@ int64_t pixels_per_task(const Geometry& geo) {
   return std::max<int64_t>(1, kMinTaskWork / work);
 }
 
-// out[pixel, g*D:(g+1)*D] = sum_p mask * sample_p. The taps of each point are computed once and reused
-// across the group's D channels, which form the (contiguous, vectorised) innermost loop.
+// out[c] = sum_e weights[e] * rows[e][c] for c < D. Channels go in blocks of kBlock whose accumulators
+// stay in registers across all the taps, so the output is written once and never re-read.
+template <typename scalar_t, typename opmath_t>
+void weighted_rows(const scalar_t* const* rows, const opmath_t* weights, int64_t count, int64_t D, scalar_t* out) {
+  constexpr int64_t kBlock = 16;  // four SSE vectors of float
+  int64_t c0 = 0;
+  for (; c0 + kBlock <= D; c0 += kBlock) {
+    opmath_t acc[kBlock] = {};
+    for (int64_t e = 0; e < count; ++e) {
+      for (int64_t b = 0; b < kBlock; ++b) acc[b] += weights[e] * static_cast<opmath_t>(rows[e][c0 + b]);
+    }
+    for (int64_t b = 0; b < kBlock; ++b) out[c0 + b] = static_cast<scalar_t>(acc[b]);
+  }
+  for (; c0 < D; ++c0) {
+    opmath_t acc = 0;
+    for (int64_t e = 0; e < count; ++e) acc += weights[e] * static_cast<opmath_t>(rows[e][c0]);
+    out[c0] = static_cast<scalar_t>(acc);
+  }
+}
+
+// out[pixel, g*D:(g+1)*D] = sum_p mask * sample_p: the taps of the group's points are gathered once
+// (input row and mask * weight each), then summed over the D channels.
 template <Deform M, typename scalar_t>
 void forward_kernel(const Geometry& geo, const scalar_t* input, const scalar_t* offset, const scalar_t* mask,
                     scalar_t* output) {
@@ -131,27 +151,26 @@ void forward_kernel(const Geometry& geo, const scalar_t* input, const scalar_t* 
   const int64_t Ho = geo.out_height, Wo = geo.out_width;
   const int64_t pixels = geo.batch * Ho * Wo;
   at::parallel_for(0, pixels, pixels_per_task<M>(geo), [&](int64_t begin, int64_t end) {
-    std::vector<opmath_t> acc(D);
+    std::vector<const scalar_t*> rows(P * Md::kTaps);
+    std::vector<opmath_t> weights(P * Md::kTaps);
     for (int64_t pix = begin; pix < end; ++pix) {
       const int64_t wo = pix % Wo, ho = (pix / Wo) % Ho, n = pix / (Wo * Ho);
       opmath_t origin_x, origin_y;
       pixel_origin(geo, ho, wo, origin_x, origin_y);
       for (int64_t g = 0; g < G; ++g) {
         const scalar_t* in = input + n * geo.height * geo.width * C + g * D;
-        std::fill(acc.begin(), acc.end(), opmath_t(0));
+        int64_t count = 0;
         for (KernelPoints k(geo); !k.done(); k.next()) {
           const int64_t gp = pix * G * P + g * P + k.p;
           Taps<opmath_t, M> taps;
           if (!sample_point<M>(geo, origin_x, origin_y, k.i, k.j, offset + gp * Md::kAxes, taps)) continue;
           const opmath_t m = Md::kMasked ? static_cast<opmath_t>(mask[gp]) : opmath_t(1);
-          for (int t = 0; t < taps.count; ++t) {
-            const scalar_t* v = in + taps.pixel[t] * C;
-            const opmath_t w = m * taps.weight[t];
-            for (int64_t c = 0; c < D; ++c) acc[c] += w * static_cast<opmath_t>(v[c]);
+          for (int t = 0; t < taps.count; ++t, ++count) {
+            rows[count] = in + taps.pixel[t] * C;
+            weights[count] = m * taps.weight[t];
           }
         }
-        scalar_t* out = output + pix * C + g * D;
-        for (int64_t c = 0; c < D; ++c) out[c] = static_cast<scalar_t>(acc[c]);
+        weighted_rows(rows.data(), weights.data(), count, D, output + pix * C + g * D);
       }
     }
   });
@@ -161,34 +180,56 @@ void forward_kernel(const Geometry& geo, const scalar_t* input, const scalar_t* 
 // Backward
 // ------------------------------------------------------------------------------------------------
 
-// The output pixels [ho_begin, ho_end) x [wo_begin, wo_end) of batch n and groups [g_begin, g_end): one
-// backward task. Blocks are chosen so that their grad_input writes are disjoint:
-//  - DCNv3: one (batch, group); its points may land anywhere, but only in that batch and group's channels.
-//  - DSCN along x: one (batch, output row); every point stays on input row ho*stride_h - pad_h.
-//  - DSCN along y: one (batch, output column); every point stays on input column wo*stride_w - pad_w.
+// One backward task: the output pixels [ho_begin, ho_end) x [wo_begin, wo_end) of batch n, groups
+// [g_begin, g_end).
 struct BackwardBlock {
   int64_t n, ho_begin, ho_end, wo_begin, wo_end, g_begin, g_end;
 };
 
+// The backward tasks, chosen so that no two write the same grad_input element:
+//  - DCNv3: (batch, range of groups); its points may land anywhere, but only in those groups' channels.
+//    As few ranges as keep every thread busy: a task that covers all groups of a pixel reads its offset,
+//    mask and grad_output rows whole.
+//  - DSCN along x: (batch, output row); every point stays on input row ho*stride_h - pad_h.
+//  - DSCN along y: (batch, strip of kStripColumns output columns); every point stays on input column
+//    wo*stride_w - pad_w. A strip rather than one column, so that a task reads runs of adjacent pixels.
+// Each grad_input element is accumulated by one task in (ho, wo, point) order whatever the partition,
+// so the result does not depend on the number of threads.
 template <Deform M>
-int64_t backward_block_count(const Geometry& geo) {
-  if constexpr (M == Deform::kXY) return geo.batch * geo.groups;
-  return geo.batch * (M == Deform::kX ? geo.out_height : geo.out_width);
-}
+class BackwardBlocks {
+ public:
+  static constexpr int64_t kStripColumns = 8;
 
-template <Deform M>
-BackwardBlock backward_block(const Geometry& geo, int64_t b) {
-  if constexpr (M == Deform::kXY) {
-    const int64_t g = b % geo.groups;
-    return {b / geo.groups, 0, geo.out_height, 0, geo.out_width, g, g + 1};
+  explicit BackwardBlocks(const Geometry& geo) : geo_(geo) {
+    if constexpr (M == Deform::kXY) {
+      const int64_t threads = at::get_num_threads(), batch = std::max<int64_t>(1, geo.batch);
+      per_batch_ = std::min(geo.groups, (threads + batch - 1) / batch);
+    } else if constexpr (M == Deform::kX) {
+      per_batch_ = geo.out_height;
+    } else {
+      per_batch_ = (geo.out_width + kStripColumns - 1) / kStripColumns;
+    }
   }
-  if constexpr (M == Deform::kX) {
-    const int64_t ho = b % geo.out_height;
-    return {b / geo.out_height, ho, ho + 1, 0, geo.out_width, 0, geo.groups};
+
+  int64_t count() const { return geo_.batch * per_batch_; }
+
+  BackwardBlock operator[](int64_t b) const {
+    const int64_t n = b / per_batch_, r = b % per_batch_;
+    if constexpr (M == Deform::kXY) {
+      const int64_t G = geo_.groups;
+      return {n, 0, geo_.out_height, 0, geo_.out_width, r * G / per_batch_, (r + 1) * G / per_batch_};
+    } else if constexpr (M == Deform::kX) {
+      return {n, r, r + 1, 0, geo_.out_width, 0, geo_.groups};
+    } else {
+      const int64_t wo = r * kStripColumns;
+      return {n, 0, geo_.out_height, wo, std::min(wo + kStripColumns, geo_.out_width), 0, geo_.groups};
+    }
   }
-  const int64_t wo = b % geo.out_width;
-  return {b / geo.out_width, 0, geo.out_height, wo, wo + 1, 0, geo.groups};
-}
+
+ private:
+  Geometry geo_;
+  int64_t per_batch_;
+};
 
 // Gradients of kernel point (i, j), of mask m, of one output pixel and group. With dot_t = <grad_out, v_t>
 // over the group's channels (v_t: the tap's input pixel): grad_input[tap] += m * weight_t * grad_out,
@@ -232,9 +273,10 @@ void backward_kernel(const Geometry& geo, const scalar_t* input, const scalar_t*
   using Md = Mode<M>;
   const int64_t C = geo.channels(), D = geo.group_channels, G = geo.groups, P = geo.points;
   const int64_t image = geo.height * geo.width * C;
-  at::parallel_for(0, backward_block_count<M>(geo), 1, [&](int64_t begin, int64_t end) {
+  const BackwardBlocks<M> blocks(geo);
+  at::parallel_for(0, blocks.count(), 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
-      const BackwardBlock blk = backward_block<M>(geo, b);
+      const BackwardBlock blk = blocks[b];
       for (int64_t ho = blk.ho_begin; ho < blk.ho_end; ++ho) {
         for (int64_t wo = blk.wo_begin; wo < blk.wo_end; ++wo) {
           const int64_t pix = (blk.n * geo.out_height + ho) * geo.out_width + wo;
