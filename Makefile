@@ -34,5 +34,13 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Compile the CUDA kernels (FORCE_CUDA=1, no GPU needed) into build/cuda-check and check that every op
+# registered a CUDA kernel; the in-place CPU extension is left alone. CI runs this after the tests.
+cuda-build-check: $(STAMP)
+	rm -rf build/cuda-check
+	FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$${TORCH_CUDA_ARCH_LIST:-8.0;9.0}" MAX_JOBS=$${MAX_JOBS:-2} $(PY) setup.py -q \
+		build_ext --build-lib build/cuda-check/lib --build-temp build/cuda-check/tmp
+	$(PY) tools/check_cuda_build.py build/cuda-check/lib
+
 clean:
 	rm -rf build dense/_C*.so output

@@ -8,11 +8,11 @@ torch must be installed first: ``pip install -r requirements.txt`` then
 """
 import glob
 import os
+import shutil
 
 from setuptools import find_packages, setup
 
 import torch
-from torch.utils import cpp_extension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -20,7 +20,32 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 def _want_cuda() -> bool:
     if os.environ.get("FORCE_CUDA", "0") == "1":
         return True
-    return torch.cuda.is_available() and cpp_extension.CUDA_HOME is not None
+    return torch.cuda.is_available() and (shutil.which("nvcc") is not None or "CUDA_HOME" in os.environ)
+
+
+def _configure_cuda_toolkit() -> None:
+    """Point the build at a complete CUDA toolkit before torch.utils.cpp_extension reads CUDA_HOME.
+
+    An ``nvcc`` on PATH may be a wrapper script outside the toolkit (then torch would guess its parent
+    folder); prefer a folder that has the CUDA headers. Headers some toolkits lack but torch's own CUDA
+    wheels ship (``nvidia/cu*/include``, e.g. cusparse.h) are appended to CPATH, after the toolkit's.
+    """
+    if "CUDA_HOME" not in os.environ and "CUDA_PATH" not in os.environ:
+        nvcc = shutil.which("nvcc")
+        candidates = [os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else "", "/usr/local/cuda"]
+        for folder in candidates:
+            if folder and os.path.isfile(os.path.join(folder, "include", "cuda_runtime.h")):
+                os.environ["CUDA_HOME"] = folder
+                break
+    site = os.path.dirname(os.path.dirname(torch.__file__))
+    wheel_headers = sorted(glob.glob(os.path.join(site, "nvidia", "*", "include")))
+    if wheel_headers:
+        os.environ["CPATH"] = os.pathsep.join(filter(None, [os.environ.get("CPATH", "")] + wheel_headers))
+
+
+if _want_cuda():
+    _configure_cuda_toolkit()
+from torch.utils import cpp_extension  # noqa: E402  (reads CUDA_HOME at import)
 
 
 def get_extensions():

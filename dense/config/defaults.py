@@ -62,7 +62,7 @@ _C.MODEL.DAVIT.USE_CHECKPOINT = False  # activation checkpointing of the blocks 
 
 # Neck between backbone and head (empty NAME = none); FPN as in mmdet/mmseg (lateral_convs/fpn_convs)
 _C.MODEL.NECK = CN()
-_C.MODEL.NECK.NAME = ""  # name in NECK_REGISTRY, e.g. "FPN"; empty = the head reads backbone features
+_C.MODEL.NECK.NAME = "FPN"  # name in NECK_REGISTRY; empty = the head reads backbone features directly
 _C.MODEL.FPN = CN()
 _C.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]  # backbone features the FPN consumes
 _C.MODEL.FPN.OUT_CHANNELS = 256  # channels of every pyramid level

@@ -1,0 +1,208 @@
+#!/usr/bin/env python
+"""Speed and peak memory of dense's ops and backbones, as ratios to a baseline measured in the same run.
+
+    python tools/benchmark.py ops [--device cpu|cuda] [--repeat 3]
+    python tools/benchmark.py backbones [--device cpu|cuda] [--size 512] [--variants dat_pp_tiny davit_tiny ...]
+
+ops: each custom op at a realistic size (MSDeformAttn as in a Mask2Former pixel decoder on a 512x512
+image; DCNv3 as in InternImage-T stage 1; DSCN as in DSAN-T stage 1; NA as in DAT++-T stage 1), forward
+and forward+backward per backend, speed-up over the pure-PyTorch reference.
+backbones: images/s and peak memory of every variant in configs/backbones at SIZE x SIZE, with the
+compiled kernels and (baseline) with the reference ops.
+
+Times are the best of --repeat runs after one warm-up. Peak memory: the allocator's peak above what was
+allocated before the call (CUDA allocator statistics on GPU, the profiler's CPU memory events on CPU).
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # silence the profiler's start/stop lines
+
+import torch
+
+import dense.ops as ops
+from dense.config import get_cfg
+from dense.modeling import build_backbone
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ----------------------------------------------------------------------------------------- cases
+def msda_case(device):
+    g = torch.Generator().manual_seed(0)
+    shapes = torch.tensor([[64, 64], [32, 32], [16, 16]])
+    s = int((shapes[:, 0] * shapes[:, 1]).sum())
+    n, m, d, levels, p = 2, 8, 32, 3, 4
+    value = torch.randn(n, s, m, d, generator=g)
+    loc = torch.rand(n, s, m, levels, p, 2, generator=g)
+    attn = torch.rand(n, s, m, levels * p, generator=g).softmax(-1).view(n, s, m, levels, p)
+    start = torch.cat([torch.zeros(1, dtype=torch.long), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
+    tensors = [t.to(device) for t in (value, shapes, start, loc, attn)]
+    return (lambda backend, v, sh, st, l, a: ops.ms_deform_attn(v, sh, st, l, a, backend=backend)), tensors, [0, 3, 4]
+
+
+def dcnv3_case(device):
+    g = torch.Generator().manual_seed(0)
+    n, h, w, c, group, k = 2, 128, 128, 64, 4, 3
+    x = torch.randn(n, h, w, c, generator=g)
+    offset = torch.randn(n, h, w, group * k * k * 2, generator=g) * 2
+    mask = torch.randn(n, h, w, group, k * k, generator=g).softmax(-1).view(n, h, w, -1)
+    geo = (k, k, 1, 1, 1, 1, 1, 1, group, c // group, 1.0, 256, 0)
+    return (lambda backend, x, o, m: ops.dcnv3(x, o, m, *geo, backend=backend)), [t.to(device) for t in (x, offset, mask)], [0, 1, 2]
+
+
+def dscn_case(on_x):
+    def case(device):
+        g = torch.Generator().manual_seed(0)
+        n, h, w, c, k = 2, 128, 128, 32, 11
+        x = torch.randn(n, h, w, c, generator=g)
+        offset = torch.randn(n, h, w, k, generator=g) * 3
+        geo = (1, k, 1, 1, 0, 5, 1, 1) if on_x else (k, 1, 1, 1, 5, 0, 1, 1)
+        fn = lambda backend, x, o: ops.dscn(x, o, *geo, 1, c, 1.0, 256, 0, on_x, backend=backend)  # noqa: E731
+        return fn, [t.to(device) for t in (x, offset)], [0, 1]
+    return case
+
+
+def na_case(device):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 128, 128, 32, generator=g) for _ in range(3))
+    rpb = torch.randn(2, 13, 13, generator=g)
+    fn = lambda backend, q, k, v, r: ops.neighborhood_attention_2d(q, k, v, r, 7, backend=backend)  # noqa: E731
+    return fn, [t.to(device) for t in (q, k, v, rpb)], [0, 1, 2, 3]
+
+
+OP_CASES = {
+    "ms_deform_attn (M2F pixel decoder, 512^2)": ("ms_deform_attn", msda_case),
+    "dcnv3 (InternImage-T stage 1, 512^2)": ("dcnv3", dcnv3_case),
+    "dscn x (DSAN-T stage 1, 512^2)": ("dscn", dscn_case(True)),
+    "dscn y (DSAN-T stage 1, 512^2)": ("dscn", dscn_case(False)),
+    "neighborhood attn (DAT++-T stage 1, 512^2)": ("na2d_qk", na_case),
+}
+
+
+# ----------------------------------------------------------------------------------------- timing
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def best_time(fn, device, repeat):
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _run_op(case, backend, device, backward):
+    fn, tensors, diff = case(device)
+    inputs = [t.clone().requires_grad_(i in diff and backward) for i, t in enumerate(tensors)]
+
+    def step():
+        out = fn(backend, *inputs)
+        if backward:
+            out.sum().backward()
+        return out
+    return step
+
+
+def peak_memory(make_step, device):
+    """Peak memory (MiB) allocated while one call of the step ``make_step()`` builds runs, above what was
+    allocated before it: the CUDA allocator's peak on GPU, the CPU allocator's (from the profiler's memory
+    events) on CPU."""
+    step = make_step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    with tempfile.TemporaryDirectory() as tmp:
+        prof.export_chrome_trace(os.path.join(tmp, "trace.json"))
+        events = json.load(open(os.path.join(tmp, "trace.json")))["traceEvents"]
+    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
+    return max([0] + totals) / 2**20  # totals count from the profiler's start
+
+
+def bench_ops(args):
+    device = args.device
+    rows = []
+    for label, (kernel, case) in OP_CASES.items():
+        backends = [b for b in ops.available_backends(device, kernel)]
+        results = {}
+        for backend in backends:
+            fwd = best_time(_run_op(case, backend, device, False), device, args.repeat)
+            fwdbwd = best_time(_run_op(case, backend, device, True), device, args.repeat)
+            mem = peak_memory(lambda: _run_op(case, backend, device, True), device)
+            results[backend] = (fwd, fwdbwd, mem)
+        ref = results["reference"]
+        for backend, (fwd, fwdbwd, mem) in results.items():
+            rows.append([label, backend, f"{fwd * 1e3:.1f}", f"{ref[0] / fwd:.2f}x", f"{fwdbwd * 1e3:.1f}",
+                         f"{ref[1] / fwdbwd:.2f}x", f"{mem:.0f}"])
+        label = ""
+    _print_table(["op", "backend", "fwd ms", "vs ref", "fwd+bwd ms", "vs ref", "peak MiB (fwd+bwd)"], rows)
+
+
+def bench_backbones(args):
+    device = args.device
+    configs = sorted(glob.glob(os.path.join(REPO, "configs", "backbones", "*.yaml")))
+    if args.variants:
+        configs = [c for c in configs if os.path.splitext(os.path.basename(c))[0] in args.variants]
+    rows = []
+    for path in configs:
+        cfg = get_cfg()
+        cfg.merge_from_file(path)
+        name = os.path.splitext(os.path.basename(path))[0]
+
+        def make_step(backend, cfg=cfg):
+            model = build_backbone(cfg).to(device).eval()
+            images = torch.randn(args.batch, 3, args.size, args.size, device=device)
+
+            def step():
+                with torch.no_grad(), ops.use_backend(backend):
+                    return model(images)
+            return step
+
+        results = {}
+        for backend in ("fastest", "reference"):
+            b = None if backend == "fastest" else "reference"
+            t = best_time(make_step(b), device, args.repeat)
+            results[backend] = (args.batch / t, peak_memory(lambda: make_step(b), device))
+        (ips, mem), (ref_ips, ref_mem) = results["fastest"], results["reference"]
+        rows.append([name, f"{ips:.2f}", f"{mem:.0f}", f"{ref_ips:.2f}", f"{ref_mem:.0f}", f"{ips / ref_ips:.2f}x"])
+    print(f"device {device}, {args.size}x{args.size}, batch {args.batch}, threads {torch.get_num_threads()}")
+    _print_table(["backbone", "img/s", "peak MiB", "img/s (ref ops)", "peak MiB (ref ops)", "speed-up"], rows)
+
+
+def _print_table(headers, rows):
+    from tabulate import tabulate
+
+    print(tabulate(rows, headers=headers, tablefmt="pipe"))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["ops", "backbones"])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--variants", nargs="*", help="backbone config names (default: all in configs/backbones)")
+    args = p.parse_args()
+    {"ops": bench_ops, "backbones": bench_backbones}[args.what](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Convert a released checkpoint (ImageNet classification or mmseg/mmdet) into a dense checkpoint, offline.
+
+    python tools/convert_checkpoint.py --config-file configs/backbones/dat_pp_tiny.yaml \\
+        --input dat_pp_tiny_in1k_224.pth --output dat_pp_tiny_dense.pth
+
+The model described by the config is built, the file is loaded into it exactly as MODEL.WEIGHTS would
+load it (format detected, converted, every key not loaded listed with the reason), and the tensors that
+came from the file are saved, in dense's names, as a dense checkpoint (so an ImageNet file becomes a
+backbone-only checkpoint and an mmseg file a whole model). The file is read without executing code from it unless
+--trusted is given (only for files you trust).
+"""
+import argparse
+import logging
+import os
+import sys
+
+import torch
+
+from dense.checkpoint import DenseCheckpointer
+from dense.checkpoint.checkpointer import DENSE_MARKER
+from dense.config import get_cfg
+from dense.modeling import build_model
+from dense.utils.logger import setup_logger
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True, metavar="FILE", help="config describing the target model")
+    p.add_argument("--input", required=True, help="released checkpoint (.pth / .pth.tar / .zip)")
+    p.add_argument("--output", required=True, help="where to write the dense checkpoint")
+    p.add_argument("--trusted", action="store_true", help="allow pickles that run code (trusted files only)")
+    p.add_argument("--allow-mismatch", action="store_true", help="skip shape-mismatched tensors instead of failing")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    return p.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    setup_logger(name="dense")
+    setup_logger(name="fvcore")
+    cfg = get_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(list(args.opts or []) + ["MODEL.DEVICE", "cpu"])
+    model = build_model(cfg)
+    checkpointer = DenseCheckpointer(model, trusted=args.trusted, skip_mismatch=args.allow_mismatch)
+    checkpointer.load(args.input)
+    report = checkpointer.last_report
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    state = model.state_dict()
+    torch.save({"model": {k: state[k] for k in report.loaded}, DENSE_MARKER: 1,
+                "converted_from": {"file": os.path.abspath(args.input), "format": report.converter}}, args.output)
+    print(f"Wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    sys.exit(main())
