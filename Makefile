@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OPS := $(shell find ops -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' 2>/dev/null)
-DEMO_CFG := configs/synthetic/semantic_fpn/r18_demo.yaml
+DEMO_CFG ?= configs/synthetic/semantic_fpn/dat_pp_nano_demo.yaml
 PYTEST_ARGS ?=
 
 .PHONY: install demo test test-all cuda-build-check clean
@@ -19,14 +19,16 @@ $(STAMP): requirements.txt setup.py pyproject.toml $(OPS)
 	$(PY) -m pip install --no-build-isolation -e .
 	touch $(STAMP)
 
+DEMO_OUT = $(shell sed -n 's/^OUTPUT_DIR: *"\(.*\)"/\1/p' $(DEMO_CFG))
+
 demo: $(STAMP)
-	rm -rf output/demo
+	rm -rf $(DEMO_OUT)
 	$(PY) tools/train_net.py --config-file $(DEMO_CFG)
 	$(PY) tools/demo.py --config-file $(DEMO_CFG) --input 'datasets/synthetic_v1/images/val/0000[0-5].jpg' \
-		--output output/demo/vis --opts MODEL.WEIGHTS output/demo/model_final.pth
-	@$(PY) -c "import json; r=[json.loads(l) for l in open('output/demo/metrics.json')]; \
+		--output $(DEMO_OUT)/vis --opts MODEL.WEIGHTS $(DEMO_OUT)/model_final.pth
+	@$(PY) -c "import json; r=[json.loads(l) for l in open('$(DEMO_OUT)/metrics.json')]; \
 		m=[x for x in r if 'sem_seg/mIoU' in x][-1]; \
-		print(f\"demo: sem_seg/mIoU = {m['sem_seg/mIoU']:.2f} at iteration {m['iteration']}; overlays in output/demo/vis\")"
+		print(f\"demo: sem_seg/mIoU = {m['sem_seg/mIoU']:.2f} at iteration {m['iteration']}; overlays in $(DEMO_OUT)/vis\")"
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)

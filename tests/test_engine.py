@@ -128,3 +128,18 @@ def test_two_process_training_and_evaluation_match_one_process(synthetic_root, t
     spawned = _eval_only(tmp_path / "spawned", out / "model_final.pth", "--num-gpus", "2")
     for k, v in ddp.items():
         assert single[k] == v and spawned[k] == v, k
+
+
+def test_amp_bfloat16_and_gradient_clipping(tiny_cfg):
+    """Mixed precision (bfloat16 autocast on CPU) trains, and the last step's gradients were clipped."""
+    tiny_cfg.SOLVER.AMP.ENABLED, tiny_cfg.SOLVER.AMP.DTYPE = True, "bfloat16"
+    tiny_cfg.SOLVER.CLIP_GRADIENTS.ENABLED, tiny_cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = True, 0.05
+    tiny_cfg.SOLVER.MAX_ITER, tiny_cfg.DATASETS.TEST = 3, ()
+    trainer = Trainer(tiny_cfg)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+    assert torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) <= 0.05 + 1e-6
+    after = trainer.model.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
