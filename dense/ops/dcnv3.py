@@ -9,7 +9,7 @@ from torch.autograd.function import once_differentiable
 from . import reference
 from ._dispatch import resolve_backend
 
-__all__ = ["dcnv3", "DCNv3", "ToChannelsLast", "offset_branch"]
+__all__ = ["dcnv3", "DCNv3", "DeformableSamplingModule", "ToChannelsLast", "offset_branch"]
 
 
 class _DCNv3Function(torch.autograd.Function):
@@ -80,7 +80,21 @@ def offset_branch(channels: int, kernel: tuple[int, int], ln_eps: float = 1e-6) 
     )
 
 
-class DCNv3(nn.Module):
+class DeformableSamplingModule(nn.Module):
+    """Geometry shared by the DCNv3 and DSCN modules: validated once, stored as upstream names them."""
+
+    def _set_geometry(self, channels: int, kernel_size: int, stride: int, pad: int, dilation: int, group: int,
+                      offset_scale: float, remove_center: bool) -> None:
+        if channels % group != 0:
+            raise ValueError(f"channels ({channels}) must be divisible by group ({group})")
+        if remove_center and kernel_size % 2 == 0:
+            raise ValueError("remove_center needs an odd kernel_size")
+        self.channels, self.kernel_size, self.stride, self.pad, self.dilation = channels, kernel_size, stride, pad, dilation
+        self.group, self.group_channels, self.offset_scale = group, channels // group, offset_scale
+        self.remove_center = int(remove_center)
+
+
+class DCNv3(DeformableSamplingModule):
     """InternImage's DCNv3 module on channels-last maps [N, H, W, C] -> [N, Ho, Wo, C].
 
     input_proj -> DCNv3 sampling with offsets and (softmaxed per group) masks predicted from a depthwise
@@ -92,13 +106,7 @@ class DCNv3(nn.Module):
                  pad: int = 1, dilation: int = 1, group: int = 4, offset_scale: float = 1.0,
                  center_feature_scale: bool = False, remove_center: bool = False):
         super().__init__()
-        if channels % group != 0:
-            raise ValueError(f"channels ({channels}) must be divisible by group ({group})")
-        if remove_center and kernel_size % 2 == 0:
-            raise ValueError("remove_center needs an odd kernel_size")
-        self.channels, self.kernel_size, self.stride, self.pad, self.dilation = channels, kernel_size, stride, pad, dilation
-        self.group, self.group_channels, self.offset_scale = group, channels // group, offset_scale
-        self.remove_center = int(remove_center)
+        self._set_geometry(channels, kernel_size, stride, pad, dilation, group, offset_scale, remove_center)
         self.center_feature_scale = center_feature_scale
         dw = dw_kernel_size or kernel_size
         points = kernel_size * kernel_size - self.remove_center

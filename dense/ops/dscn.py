@@ -8,7 +8,7 @@ from torch.autograd.function import once_differentiable
 
 from . import reference
 from ._dispatch import resolve_backend
-from .dcnv3 import _check_dcn_shapes, offset_branch
+from .dcnv3 import DeformableSamplingModule, _check_dcn_shapes, offset_branch
 
 __all__ = ["dscn", "DSCNX", "DSCNY"]
 
@@ -51,7 +51,7 @@ def dscn(input: torch.Tensor, offset: torch.Tensor, kernel_h: int, kernel_w: int
     return _DSCNFunction.apply(input.contiguous(), offset.contiguous(), *args, remove_center, on_x)
 
 
-class _DSCNBase(nn.Module):
+class _DSCNBase(DeformableSamplingModule):
     """Offsets (one per group and point, along one axis) predicted from a strip depthwise conv branch of a
     separate NCHW guide map, then DSCN sampling of the channels-last input."""
 
@@ -60,13 +60,7 @@ class _DSCNBase(nn.Module):
     def __init__(self, channels: int = 64, kernel_size: int = 3, dw_kernel_size: int | None = None, stride: int = 1,
                  pad: int = 1, dilation: int = 1, group: int = 4, offset_scale: float = 1.0, remove_center: bool = False):
         super().__init__()
-        if channels % group != 0:
-            raise ValueError(f"channels ({channels}) must be divisible by group ({group})")
-        if remove_center and kernel_size % 2 == 0:
-            raise ValueError("remove_center needs an odd kernel_size")
-        self.channels, self.kernel_size, self.stride, self.pad, self.dilation = channels, kernel_size, stride, pad, dilation
-        self.group, self.group_channels, self.offset_scale = group, channels // group, offset_scale
-        self.remove_center = int(remove_center)
+        self._set_geometry(channels, kernel_size, stride, pad, dilation, group, offset_scale, remove_center)
         dw = dw_kernel_size or kernel_size
         self.dw_conv = offset_branch(channels, (1, dw) if self.on_x else (dw, 1))
         self.offset = nn.Linear(channels, group * (kernel_size - self.remove_center))
