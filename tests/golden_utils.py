@@ -1,8 +1,6 @@
 """Helpers to run a backbone golden file (../shared/golden) through dense's checkpoint loading."""
 import os
-import sys
 
-import pytest
 import torch
 
 from dense.checkpoint import DenseCheckpointer
@@ -10,17 +8,16 @@ from dense.config import get_cfg
 from dense.modeling import build_model
 
 from conftest import REPO
-
-GOLDEN_DIR = os.path.join(REPO, "..", "shared", "golden")
-sys.path.insert(0, os.path.join(REPO, "..", "shared", "tools"))
-from golden import compare, stand_in_weights  # noqa: E402
+from shared_data import golden_tools, shared_file
 
 
 def load_golden(name: str) -> dict:
-    path = os.path.join(GOLDEN_DIR, f"{name}.pt")
-    if not os.path.isfile(path):
-        pytest.skip(f"golden file {path} not present")
-    return torch.load(path, weights_only=False)
+    """A golden file of ../shared/golden (skips the test when the shared data is absent)."""
+    return torch.load(shared_file(f"{name}.pt"), weights_only=False)
+
+
+def stand_in_weights(keys: dict, seed: int) -> dict:
+    return golden_tools().stand_in_weights(keys, seed)
 
 
 def released_checkpoint(g: dict, path: str) -> set:
@@ -54,5 +51,5 @@ def load_released(model, path: str, expected_keys: set):
 
 
 def assert_matches(outputs: dict, g: dict, atol_key="atol", rtol_key="rtol", expected_key="outputs"):
-    problems = compare(outputs, g[expected_key], g[atol_key], g[rtol_key])
+    problems = golden_tools().compare(outputs, g[expected_key], g[atol_key], g[rtol_key])
     assert problems == [], problems

@@ -11,8 +11,7 @@ from dense.modeling import build_backbone
 
 from conftest import REPO
 from golden_utils import assert_matches, load_golden, load_released, model_from_config, released_checkpoint
-
-KEYS_DIR = os.path.join(REPO, "..", "shared", "golden", "keys")
+from shared_data import shared_file
 HEAD_CFG = "configs/Base-SemanticFPN.yaml"
 
 
@@ -47,17 +46,18 @@ def _count(config):
     return sum(p.numel() for p in build_backbone(cfg).parameters())
 
 
-@pytest.mark.parametrize("variant", ["tiny", "small", "base"])
-def test_dat_pp_param_counts(variant):
-    table = json.load(open(os.path.join(KEYS_DIR, "dat_keys.json")))[f"dat_pp_{variant}"]
-    assert _count(f"dat_pp_{variant}.yaml") == table["dense"]["n_params_backbone"]
+@pytest.mark.parametrize("variant,expected", [("tiny", 23_450_772), ("small", 52_359_710), ("base", 92_667_432)])
+def test_dat_pp_param_counts(variant, expected):
+    """The upstream dense backbones (LeapLabTHU/DAT-Segmentation DAT, incl. norms.0-3), as counted from the
+    upstream constructors in shared/golden/keys/dat_keys.json."""
+    assert _count(f"dat_pp_{variant}.yaml") == expected
 
 
-@pytest.mark.parametrize("variant", ["tiny", "small", "base"])
-def test_davit_param_counts(variant):
-    """Official dense backbones (dingmyu/davit mmdet/mmseg DaViT, incl. norm0..3): 27.59M / 48.98M / 86.93M."""
-    table = json.load(open(os.path.join(KEYS_DIR, "davit_keys.json")))[variant]["det_seg"]
-    assert _count(f"davit_{variant}.yaml") == int(table["param_count"])
+@pytest.mark.parametrize("variant,expected", [("tiny", 27_592_512), ("small", 48_978_240), ("base", 86_931_200)])
+def test_davit_param_counts(variant, expected):
+    """Official dense backbones (dingmyu/davit mmdet/mmseg DaViT, incl. norm0..3), as counted from the
+    upstream code in shared/golden/keys/davit_keys.json."""
+    assert _count(f"davit_{variant}.yaml") == expected
 
 
 @pytest.mark.parametrize("config,channels", [("dat_pp_tiny.yaml", [64, 128, 256, 512]),
@@ -108,7 +108,7 @@ def test_dat_classification_checkpoint_loads_backbone_and_drops_classifier(tmp_p
 
     from dense.checkpoint import DenseCheckpointer
 
-    table = json.load(open(os.path.join(KEYS_DIR, "dat_keys.json")))["dat_pp_tiny"]["classification"]
+    table = json.load(open(shared_file("keys", "dat_keys.json")))["dat_pp_tiny"]["classification"]
     sd = _classification_checkpoint(table, tmp_path / "dat_pp_tiny_in1k_224.pth",
                                     {"config": CfgNode({"MODEL": CfgNode({"TYPE": "dat"})}), "epoch": 299,
                                      "max_accuracy": 83.9, "optimizer": {}, "lr_scheduler": {}})
@@ -131,7 +131,7 @@ def test_davit_imagenet_checkpoints(tmp_path, layout):
     from dense.checkpoint import DenseCheckpointer
     from dense.checkpoint.official import DaViTCheckpoint
 
-    table = json.load(open(os.path.join(KEYS_DIR, "davit_keys.json")))["tiny"][layout]
+    table = json.load(open(shared_file("keys", "davit_keys.json")))["tiny"][layout]
     sd = _classification_checkpoint(table, tmp_path / "davit.pth", {"epoch": 300, "arch": "DaViT_224"})
     model = model_from_config(HEAD_CFG, "configs/backbones/davit_tiny.yaml")
     ck = DenseCheckpointer(model)

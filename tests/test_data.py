@@ -72,9 +72,10 @@ def test_missing_label_error_or_skip(tmp_path):
     img = np.zeros((8, 8, 3), np.uint8)
     _write_pair(tmp_path, "a", img, np.zeros((8, 8), np.uint8))
     _write_pair(tmp_path, "b", img, None)
-    with pytest.raises(FileNotFoundError, match="no label file"):
-        load_sem_seg(str(tmp_path / "img"), str(tmp_path / "lab"))
-    assert len(load_sem_seg(str(tmp_path / "img"), str(tmp_path / "lab"), missing_label="skip")) == 1
+    DatasetCatalog.register("_missing_label", lambda: load_sem_seg(str(tmp_path / "img"), str(tmp_path / "lab")))
+    with pytest.raises(FileNotFoundError, match="(?s)1 images .* have no label file.*b.png.*ON_BAD_SAMPLE skip"):
+        get_dataset_dicts(["_missing_label"])
+    assert [os.path.basename(r["file_name"]) for r in get_dataset_dicts(["_missing_label"], on_bad_sample="skip")] == ["a.jpg"]
 
 
 def test_corrupt_image_and_bad_labels_get_clear_errors(tmp_path, tiny_cfg):

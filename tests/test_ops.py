@@ -1,8 +1,5 @@
 """Custom ops: every backend against the papers' golden outputs, against the pure-PyTorch reference,
 and gradcheck of the compiled CPU kernels in float64."""
-import os
-import sys
-
 import pytest
 import torch
 from torch.autograd import gradcheck
@@ -10,11 +7,7 @@ from torch.autograd import gradcheck
 import dense.ops as ops
 from dense.ops import reference as R
 
-from conftest import REPO
-
-GOLDEN = os.path.join(REPO, "..", "shared", "golden")
-sys.path.insert(0, os.path.join(REPO, "..", "shared", "tools"))
-from golden import compare  # noqa: E402
+from shared_data import golden_tools, shared_file
 
 CUDA = torch.cuda.is_available() and ops.cuda_kernels_available()
 BACKENDS = ["reference", "cpu"] + (["cuda"] if CUDA else [])
@@ -40,10 +33,11 @@ def test_extension_registers_every_cpu_kernel():
 
 # ----------------------------------------------------------------------------------------- golden
 def _golden(name):
-    path = os.path.join(GOLDEN, f"{name}.pt")
-    if not os.path.isfile(path):
-        pytest.skip(f"golden file {path} not present")
-    return torch.load(path, weights_only=False)
+    return torch.load(shared_file(f"{name}.pt"), weights_only=False)
+
+
+def compare(*args):
+    return golden_tools().compare(*args)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -80,7 +80,26 @@ _C.MODEL.SEM_SEG_HEAD.CONVS_DIM = 128  # channels of the head's convs (mmseg `ch
 _C.MODEL.SEM_SEG_HEAD.NORM = "BN"  # norm of the head's convs: "BN", "SyncBN", "GN" or ""
 _C.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1  # dropout before the classifier (mmseg dropout_ratio)
 _C.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0  # weight of the cross-entropy loss
-_C.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = 4  # output stride of the head's logits
+_C.MODEL.SEM_SEG_HEAD.NUM_CONVS = 2  # FCNHead: number of convs
+_C.MODEL.SEM_SEG_HEAD.CONCAT_INPUT = True  # FCNHead: concatenate the input with the conv output before conv_seg
+_C.MODEL.SEM_SEG_HEAD.POOL_SCALES = (1, 2, 3, 6)  # UPerHead: pyramid pooling output sizes
+_C.MODEL.SEM_SEG_HEAD.HAM = CN()  # LightHamHead (Hamburger) settings
+_C.MODEL.SEM_SEG_HEAD.HAM.CHANNELS = 512  # channels of the squeeze conv and the Hamburger
+_C.MODEL.SEM_SEG_HEAD.HAM.RANK = 64  # NMF rank (the papers' ADE20K configs use 16)
+_C.MODEL.SEM_SEG_HEAD.HAM.TRAIN_STEPS = 6  # NMF multiplicative-update steps in training
+_C.MODEL.SEM_SEG_HEAD.HAM.EVAL_STEPS = 7  # NMF steps at evaluation
+_C.MODEL.SEM_SEG_HEAD.HAM.EVAL_SEED = 0  # seed of the random NMF bases at evaluation; < 0: fresh random bases (upstream)
+
+# Auxiliary head on one backbone (or neck) level, trained with its own loss, unused at inference
+_C.MODEL.AUX_HEAD = CN()
+_C.MODEL.AUX_HEAD.NAME = ""  # name in SEM_SEG_HEAD_REGISTRY, e.g. "FCNHead"; empty = no auxiliary head
+_C.MODEL.AUX_HEAD.IN_FEATURES = ["res4"]  # the level it reads (mmseg in_index 2)
+_C.MODEL.AUX_HEAD.CONVS_DIM = 256  # channels of its convs
+_C.MODEL.AUX_HEAD.NUM_CONVS = 1  # FCNHead convs
+_C.MODEL.AUX_HEAD.CONCAT_INPUT = False  # FCNHead concat_input
+_C.MODEL.AUX_HEAD.NORM = "BN"  # norm of its convs
+_C.MODEL.AUX_HEAD.DROPOUT = 0.1  # dropout before its classifier
+_C.MODEL.AUX_HEAD.LOSS_WEIGHT = 0.4  # weight of its cross-entropy loss
 
 # ---------------------------------------------------------------------------------------------
 # Input pipeline
@@ -114,6 +133,7 @@ _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 2  # data-loading worker processes per training process
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True  # drop training images without instance annotations
 _C.DATALOADER.ASPECT_RATIO_GROUPING = False  # batch images of similar aspect ratio together
+_C.DATALOADER.ON_BAD_SAMPLE = "error"  # training: "error" stops at a missing label / corrupt image / bad label, "skip" counts and skips it
 
 # ---------------------------------------------------------------------------------------------
 # Solver
@@ -124,6 +144,13 @@ _C.SOLVER.BASE_LR = 1e-4  # learning rate after warmup, before decay
 _C.SOLVER.WEIGHT_DECAY = 0.01  # weight decay of every parameter not listed below
 _C.SOLVER.WEIGHT_DECAY_NORM = 0.0  # weight decay of normalisation-layer parameters
 _C.SOLVER.NO_WEIGHT_DECAY_KEYS = ["pos_embed", "relative_position_bias_table", "rpe_table"]  # param-name parts with wd 0
+_C.SOLVER.WEIGHT_DECAY_BIAS = -1.0  # weight decay of biases; < 0: same as WEIGHT_DECAY
+_C.SOLVER.BACKBONE_MULTIPLIER = 1.0  # lr factor of backbone.* parameters (Mask2Former uses 0.1)
+_C.SOLVER.HEAD_LR_MULTIPLIER = 1.0  # lr factor of parameters whose name contains "head" (mmseg custom key)
+_C.SOLVER.LAYER_DECAY = CN()
+_C.SOLVER.LAYER_DECAY.ENABLED = False  # ViT layer-wise lr decay (ViT-Adapter's LayerDecayOptimizerConstructor)
+_C.SOLVER.LAYER_DECAY.RATE = 0.9  # lr of layer i = rate^(NUM_LAYERS + 1 - i); 1-D params and biases get no decay
+_C.SOLVER.LAYER_DECAY.NUM_LAYERS = 12  # transformer blocks of the ViT
 _C.SOLVER.BETAS = (0.9, 0.999)  # AdamW betas
 _C.SOLVER.MOMENTUM = 0.9  # SGD momentum
 _C.SOLVER.NESTEROV = False  # SGD Nesterov momentum
@@ -152,7 +179,14 @@ _C.SOLVER.AMP.DTYPE = "float16"  # "float16" (CUDA, with GradScaler) or "bfloat1
 # ---------------------------------------------------------------------------------------------
 _C.TEST = CN()
 _C.TEST.EVAL_PERIOD = 0  # evaluate every N iterations (0 = only at the end of training)
-_C.TEST.MODE = "whole"  # semantic inference: "whole" image
+_C.TEST.MODE = "whole"  # semantic inference: "whole" image or "slide" (sliding window)
+_C.TEST.SLIDE = CN()
+_C.TEST.SLIDE.CROP_SIZE = (512, 512)  # sliding-window size (height, width)
+_C.TEST.SLIDE.STRIDE = (341, 341)  # sliding-window step (height, width)
+_C.TEST.AUG = CN()
+_C.TEST.AUG.ENABLED = False  # multi-scale (+ flip) test-time augmentation: average of softmax probabilities
+_C.TEST.AUG.RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # image scale factors (mmseg aug-test)
+_C.TEST.AUG.FLIP = True  # also evaluate the horizontally flipped image at every ratio
 _C.TEST.DETECTIONS_PER_IMAGE = 100  # max detections per image for instance models
 
 # ---------------------------------------------------------------------------------------------

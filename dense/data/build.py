@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 from typing import Callable
 
@@ -11,6 +12,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from ..utils import comm
 from .catalog import DatasetCatalog
+from .io import BadSampleError
 from .samplers import InferenceSampler, TrainingSampler
 
 __all__ = ["get_dataset_dicts", "MapDataset", "build_train_loader", "build_test_loader", "trivial_batch_collator"]
@@ -18,14 +20,28 @@ __all__ = ["get_dataset_dicts", "MapDataset", "build_train_loader", "build_test_
 logger = logging.getLogger(__name__)
 
 
-def get_dataset_dicts(names, filter_empty: bool = False) -> list[dict]:
-    """Concatenate the records of the registered datasets ``names`` (a list/tuple of strings)."""
+def get_dataset_dicts(names, filter_empty: bool = False, on_bad_sample: str = "error") -> list[dict]:
+    """Concatenate the records of the registered datasets ``names`` (a list/tuple of strings).
+
+    Records whose label file does not exist are an error naming them (``on_bad_sample="error"``) or are
+    dropped and counted (``"skip"``). ``filter_empty`` drops images without usable instance annotations.
+    """
     if isinstance(names, str):
         raise TypeError(f"Dataset names must be a list or tuple, got the string '{names}'. "
                         f"In YAML write TRAIN: (\"{names}\",); on the command line DATASETS.TRAIN \"('{names}',)\"")
     if not names:
         raise ValueError("No dataset given: set DATASETS.TRAIN / DATASETS.TEST to registered dataset names")
     records = [r for name in names for r in DatasetCatalog.get(name)]
+    missing = [r["sem_seg_file_name"] for r in records if "sem_seg_file_name" in r and not os.path.isfile(r["sem_seg_file_name"])]
+    if missing:
+        if on_bad_sample != "skip":
+            shown = "\n  ".join(missing[:5])
+            raise FileNotFoundError(
+                f"{len(missing)} images of {list(names)} have no label file, e.g.:\n  {shown}\nRestore the labels, or "
+                f"set DATALOADER.ON_BAD_SAMPLE skip to use the labelled images only")
+        missing_set = set(missing)
+        records = [r for r in records if r.get("sem_seg_file_name") not in missing_set]
+        logger.warning(f"Skipped {len(missing)} images of {list(names)} without a label file ({len(records)} left)")
     if filter_empty:
         before = len(records)
         records = [r for r in records if "annotations" not in r or any(not a.get("iscrowd", 0) for a in r["annotations"])]
@@ -36,10 +52,17 @@ def get_dataset_dicts(names, filter_empty: bool = False) -> list[dict]:
 
 class MapDataset(Dataset):
     """Applies ``mapper`` to records. A key is an index, or ``(index, seed)`` from TrainingSampler: the
-    mapper then runs under torch/numpy/random RNGs seeded with ``seed`` (restored afterwards)."""
+    mapper then runs under torch/numpy/random RNGs seeded with ``seed`` (restored afterwards).
 
-    def __init__(self, records: list[dict], mapper: Callable[[dict], dict]):
-        self.records, self.mapper = records, mapper
+    ``on_bad_sample="skip"``: a record the mapper rejects (BadSampleError: corrupt image, label values out of
+    range, ...) is logged, counted and replaced by the next record, deterministically; "error" re-raises.
+    """
+
+    def __init__(self, records: list[dict], mapper: Callable[[dict], dict], on_bad_sample: str = "error"):
+        if on_bad_sample not in ("error", "skip"):
+            raise ValueError(f"DATALOADER.ON_BAD_SAMPLE must be 'error' or 'skip', got '{on_bad_sample}'")
+        self.records, self.mapper, self.on_bad_sample = records, mapper, on_bad_sample
+        self.skipped = 0
 
     def __len__(self) -> int:
         return len(self.records)
@@ -53,11 +76,22 @@ class MapDataset(Dataset):
                 np.random.seed(seed)
                 random.seed(seed)
                 try:
-                    return self.mapper(self.records[index])
+                    return self._map(index)
                 finally:
                     np.random.set_state(np_state)
                     random.setstate(py_state)
-        return self.mapper(self.records[key])
+        return self._map(key)
+
+    def _map(self, index: int) -> dict:
+        for attempt in range(len(self.records)):
+            try:
+                return self.mapper(self.records[(index + attempt) % len(self.records)])
+            except BadSampleError as e:
+                if self.on_bad_sample == "error":
+                    raise
+                self.skipped += 1
+                logger.warning(f"Skipping a bad sample ({self.skipped} so far in this process): {e}")
+        raise BadSampleError("Every sample of the dataset was rejected by the mapper")
 
 
 def trivial_batch_collator(batch: list[dict]) -> list[dict]:
@@ -77,17 +111,20 @@ def build_train_loader(cfg, mapper: Callable[[dict], dict], seed: int, start_ite
     total = cfg.SOLVER.IMS_PER_BATCH
     if total % world != 0:
         raise ValueError(f"SOLVER.IMS_PER_BATCH ({total}) must be divisible by the number of processes ({world})")
+    policy = cfg.DATALOADER.ON_BAD_SAMPLE
     if records is None:
-        records = get_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        records = get_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+                                    on_bad_sample=policy)
     sampler = TrainingSampler(len(records), shuffle=True, seed=seed, start=start_iter * total)
     batch_sampler = BatchSampler(sampler, total // world, drop_last=True)
-    return DataLoader(MapDataset(records, mapper), batch_sampler=batch_sampler, collate_fn=trivial_batch_collator,
+    return DataLoader(MapDataset(records, mapper, policy), batch_sampler=batch_sampler, collate_fn=trivial_batch_collator,
                       num_workers=cfg.DATALOADER.NUM_WORKERS, worker_init_fn=_worker_init,
                       persistent_workers=cfg.DATALOADER.NUM_WORKERS > 0)
 
 
 def build_test_loader(cfg, dataset_name: str, mapper: Callable[[dict], dict]) -> DataLoader:
-    """Loader over one test dataset, batch 1 per process, each image on exactly one process."""
+    """Loader over one test dataset, batch 1 per process, each image on exactly one process. Evaluation never
+    skips bad samples: a metric over a silently smaller dataset would mislead."""
     records = get_dataset_dicts([dataset_name])
     return DataLoader(MapDataset(records, mapper), batch_size=1, sampler=InferenceSampler(len(records)),
                       collate_fn=trivial_batch_collator, num_workers=cfg.DATALOADER.NUM_WORKERS,

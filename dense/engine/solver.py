@@ -10,18 +10,37 @@ import torch
 from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler, ParamScheduler
 from torch import nn
 
-__all__ = ["build_optimizer", "build_lr_scheduler", "get_param_groups", "PolyParamScheduler",
+__all__ = ["build_optimizer", "build_lr_scheduler", "get_param_groups", "vit_layer_id", "PolyParamScheduler",
            "WarmupParamScheduler", "LRMultiplier"]
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
                nn.modules.instancenorm._InstanceNorm)
 
 
+def vit_layer_id(name: str, num_layers: int) -> int:
+    """Layer of a parameter for layer-wise lr decay (ViT-Adapter's LayerDecayOptimizerConstructor): the ViT
+    embeddings are layer 0, ``backbone.blocks.i`` layer i + 1, everything else (adapter, heads) the last
+    layer, num_layers + 1."""
+    if name.startswith(("backbone.cls_token", "backbone.mask_token", "backbone.pos_embed", "backbone.patch_embed")):
+        return 0
+    if name.startswith("backbone.blocks."):
+        return int(name.split(".")[2]) + 1
+    return num_layers + 1
+
+
 def get_param_groups(model: nn.Module, base_lr: float, weight_decay: float, weight_decay_norm: float,
-                     no_decay_keys: tuple[str, ...] = ()) -> list[dict]:
-    """Parameter groups by weight decay: norm-layer parameters get ``weight_decay_norm``, parameters whose
-    name contains one of ``no_decay_keys`` get 0, the rest ``weight_decay``. Group order is deterministic."""
-    groups: dict[float, list[nn.Parameter]] = {}
+                     no_decay_keys: tuple[str, ...] = (), weight_decay_bias: float | None = None,
+                     backbone_multiplier: float = 1.0, head_multiplier: float = 1.0,
+                     layer_decay: tuple[float, int] | None = None) -> list[dict]:
+    """Parameter groups of (lr, weight decay), in a deterministic order.
+
+    Weight decay: norm-layer parameters get ``weight_decay_norm``; names containing one of ``no_decay_keys``
+    get 0; biases ``weight_decay_bias`` (None = ``weight_decay``); the rest ``weight_decay``. With
+    ``layer_decay = (rate, num_layers)`` (ViT-Adapter), lr is scaled by rate^(num_layers + 1 - layer) and every
+    1-D parameter and bias gets no weight decay, as upstream. lr is also scaled by ``backbone_multiplier`` for
+    ``backbone.*`` and ``head_multiplier`` for names containing "head" (mmseg's custom key).
+    """
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     seen: set[int] = set()
     for module_name, module in model.named_modules():
         for name, p in module.named_parameters(recurse=False):
@@ -33,15 +52,31 @@ def get_param_groups(model: nn.Module, base_lr: float, weight_decay: float, weig
                 wd = weight_decay_norm
             elif any(k in full for k in no_decay_keys):
                 wd = 0.0
+            elif name == "bias" and weight_decay_bias is not None:
+                wd = weight_decay_bias
             else:
                 wd = weight_decay
-            groups.setdefault(wd, []).append(p)
-    return [{"params": ps, "lr": base_lr, "weight_decay": wd} for wd, ps in groups.items()]
+            scale = 1.0
+            if full.startswith("backbone."):
+                scale *= backbone_multiplier
+            if "head" in full:
+                scale *= head_multiplier
+            if layer_decay is not None:
+                rate, num_layers = layer_decay
+                scale *= rate ** (num_layers + 1 - vit_layer_id(full, num_layers))
+                if p.ndim == 1 or name == "bias":
+                    wd = 0.0
+            groups.setdefault((scale, wd), []).append(p)
+    return [{"params": ps, "lr": base_lr * scale, "weight_decay": wd} for (scale, wd), ps in groups.items()]
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     s = cfg.SOLVER
-    groups = get_param_groups(model, s.BASE_LR, s.WEIGHT_DECAY, s.WEIGHT_DECAY_NORM, tuple(s.NO_WEIGHT_DECAY_KEYS))
+    groups = get_param_groups(
+        model, s.BASE_LR, s.WEIGHT_DECAY, s.WEIGHT_DECAY_NORM, tuple(s.NO_WEIGHT_DECAY_KEYS),
+        weight_decay_bias=None if s.WEIGHT_DECAY_BIAS < 0 else s.WEIGHT_DECAY_BIAS,
+        backbone_multiplier=s.BACKBONE_MULTIPLIER, head_multiplier=s.HEAD_LR_MULTIPLIER,
+        layer_decay=(s.LAYER_DECAY.RATE, s.LAYER_DECAY.NUM_LAYERS) if s.LAYER_DECAY.ENABLED else None)
     if s.OPTIMIZER == "AdamW":
         return torch.optim.AdamW(groups, lr=s.BASE_LR, betas=tuple(s.BETAS), weight_decay=s.WEIGHT_DECAY)
     if s.OPTIMIZER == "SGD":

@@ -26,41 +26,36 @@ def require_dir(path: str, what: str, layout: str) -> None:
 
 
 def load_sem_seg(image_root: str, gt_root: str, image_suffix: str = ".jpg", gt_suffix: str = ".png",
-                 reduce_zero_label: bool = False, missing_label: str = "error", layout: str = "") -> list[dict]:
-    """Pair every image under ``image_root`` (recursively, by suffix) with the label file of the same
-    relative path under ``gt_root`` (``image_suffix`` replaced by ``gt_suffix``).
+                 reduce_zero_label: bool = False, layout: str = "", split_file: str | None = None) -> list[dict]:
+    """Pair every image under ``image_root`` (recursively, by suffix) with the label file of the same relative
+    path under ``gt_root`` (``image_suffix`` replaced by ``gt_suffix``). With ``split_file``, only the images
+    whose name (without suffix) is listed in it, one per line.
 
-    Returns dicts with ``file_name``, ``sem_seg_file_name`` and ``reduce_zero_label`` (labels are
-    shifted by -1 with 0 -> ignore, as mmseg's reduce_zero_label, when True).
-    ``missing_label``: "error" raises naming the files; "skip" drops those images and logs the count.
+    Returns dicts with ``file_name``, ``sem_seg_file_name`` and ``reduce_zero_label`` (labels shifted by -1
+    with 0 -> ignore, as mmseg's reduce_zero_label, when True). Label files are not opened here; a missing one
+    is reported by :func:`dense.data.get_dataset_dicts` (error or counted skip, DATALOADER.ON_BAD_SAMPLE).
     """
     layout = layout or f"  {image_root}/**/*{image_suffix}\n  {gt_root}/**/*{gt_suffix}"
     require_dir(image_root, "Image", layout)
     require_dir(gt_root, "Label", layout)
-    records, missing = [], []
+    keep = None
+    if split_file is not None:
+        if not os.path.isfile(split_file):
+            raise FileNotFoundError(f"Split file '{split_file}' does not exist. Expected layout:\n{layout}")
+        with open(split_file) as f:
+            keep = {line.strip() for line in f if line.strip()}
+    records = []
     for dirpath, _, files in sorted(os.walk(image_root, followlinks=True)):
         for f in sorted(files):
-            if not f.endswith(image_suffix):
+            if not f.endswith(image_suffix) or (keep is not None and f[: -len(image_suffix)] not in keep):
                 continue
             rel = os.path.relpath(os.path.join(dirpath, f), image_root)
-            gt = os.path.join(gt_root, rel[: -len(image_suffix)] + gt_suffix)
-            if not os.path.isfile(gt):
-                missing.append(gt)
-                continue
-            records.append({"file_name": os.path.join(image_root, rel), "sem_seg_file_name": gt,
+            records.append({"file_name": os.path.join(image_root, rel),
+                            "sem_seg_file_name": os.path.join(gt_root, rel[: -len(image_suffix)] + gt_suffix),
                             "reduce_zero_label": reduce_zero_label})
-    if missing:
-        if missing_label == "error":
-            shown = "\n  ".join(missing[:5])
-            raise FileNotFoundError(
-                f"{len(missing)} images under '{image_root}' have no label file, e.g.:\n  {shown}\n"
-                f"Restore the labels, or set missing_label='skip' to train on the labelled images only."
-            )
-        logger.warning(f"Skipped {len(missing)} images under '{image_root}' without a label file")
     if not records:
-        raise FileNotFoundError(f"No '*{image_suffix}' images with labels found under '{image_root}'. "
-                                f"Expected layout:\n{layout}")
-    logger.info(f"Loaded {len(records)} images with semantic labels from {image_root}")
+        raise FileNotFoundError(f"No '*{image_suffix}' images found under '{image_root}'. Expected layout:\n{layout}")
+    logger.info(f"Found {len(records)} images with semantic labels under {image_root}")
     return records
 
 

@@ -1,4 +1,8 @@
-from .build import SEM_SEG_HEAD_REGISTRY, DecodeHead, build_sem_seg_head
+from .build import SEM_SEG_HEAD_REGISTRY, DecodeHead, build_aux_head, build_sem_seg_head, head_config
+from .fcn import FCNHead
+from .ham import LightHamHead
 from .sem_fpn import FPNHead
+from .upernet import UPerHead
 
-__all__ = ["SEM_SEG_HEAD_REGISTRY", "DecodeHead", "build_sem_seg_head", "FPNHead"]
+__all__ = ["SEM_SEG_HEAD_REGISTRY", "DecodeHead", "build_aux_head", "build_sem_seg_head", "head_config", "FCNHead",
+           "LightHamHead", "FPNHead", "UPerHead"]

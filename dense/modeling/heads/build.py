@@ -10,7 +10,7 @@ from ..backbone.backbone import ShapeSpec
 from ..layers import resize
 from ..registry_utils import build_from_registry
 
-__all__ = ["SEM_SEG_HEAD_REGISTRY", "build_sem_seg_head", "DecodeHead"]
+__all__ = ["SEM_SEG_HEAD_REGISTRY", "build_sem_seg_head", "build_aux_head", "head_config", "DecodeHead"]
 
 SEM_SEG_HEAD_REGISTRY = Registry("SEM_SEG_HEAD")
 SEM_SEG_HEAD_REGISTRY.__doc__ = """
@@ -20,8 +20,25 @@ A head maps a feature dict to class logits [N, K, H/s, W/s] and computes its los
 
 
 def build_sem_seg_head(cfg, input_shape: dict[str, ShapeSpec]) -> "DecodeHead":
+    """The decode head named by MODEL.SEM_SEG_HEAD.NAME."""
     return build_from_registry(SEM_SEG_HEAD_REGISTRY, cfg.MODEL.SEM_SEG_HEAD.NAME, "MODEL.SEM_SEG_HEAD.NAME",
                                cfg, input_shape)
+
+
+def build_aux_head(cfg, input_shape: dict[str, ShapeSpec]) -> "DecodeHead | None":
+    """The auxiliary head named by MODEL.AUX_HEAD.NAME (configured by the MODEL.AUX_HEAD node), or None."""
+    if not cfg.MODEL.AUX_HEAD.NAME:
+        return None
+    return build_from_registry(SEM_SEG_HEAD_REGISTRY, cfg.MODEL.AUX_HEAD.NAME, "MODEL.AUX_HEAD.NAME",
+                               cfg, input_shape, cfg.MODEL.AUX_HEAD)
+
+
+def head_config(cfg, node) -> dict:
+    """Constructor arguments every decode head shares, from a head node (MODEL.SEM_SEG_HEAD or
+    MODEL.AUX_HEAD); the class count and ignore value always come from MODEL.SEM_SEG_HEAD."""
+    return dict(in_features=list(node.IN_FEATURES), channels=node.CONVS_DIM,
+                num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, norm=node.NORM, dropout=node.DROPOUT,
+                ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, loss_weight=node.LOSS_WEIGHT)
 
 
 class DecodeHead(nn.Module):

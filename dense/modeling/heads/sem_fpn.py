@@ -8,7 +8,7 @@ from torch import nn
 
 from ..backbone.backbone import ShapeSpec
 from ..layers import ConvNormAct, Upsample, resize
-from .build import SEM_SEG_HEAD_REGISTRY, DecodeHead
+from .build import SEM_SEG_HEAD_REGISTRY, DecodeHead, head_config
 
 __all__ = ["FPNHead"]
 
@@ -37,10 +37,8 @@ class FPNHead(DecodeHead):
             self.scale_heads.append(nn.Sequential(*layers))
 
     @classmethod
-    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> "FPNHead":
-        h = cfg.MODEL.SEM_SEG_HEAD
-        return cls(input_shape, in_features=h.IN_FEATURES, channels=h.CONVS_DIM, num_classes=h.NUM_CLASSES,
-                   norm=h.NORM, dropout=h.DROPOUT, ignore_value=h.IGNORE_VALUE, loss_weight=h.LOSS_WEIGHT)
+    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec], node=None) -> "FPNHead":
+        return cls(input_shape, **head_config(cfg, node or cfg.MODEL.SEM_SEG_HEAD))
 
     def layers(self, features: list[torch.Tensor]) -> torch.Tensor:
         out = self.scale_heads[0](features[0])
