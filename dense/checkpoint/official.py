@@ -154,3 +154,64 @@ class DaViTCheckpoint(BackboneFamily):
         for pattern, repl in self._RULES:
             key = pattern.sub(repl, key)
         return key
+
+
+@CHECKPOINT_CONVERTERS.register()
+class ViTAdapterCheckpoint(BackboneFamily):
+    """ViT-Adapter releases (czczup/ViT-Adapter): mmseg / mmdet checkpoints (``state_dict`` with ``backbone.*``;
+    upstream's names are dense's) and the ImageNet checkpoints its configs start from: DeiT (``{'model'}``),
+    AugReg (ViT-Adapter release files, timm names) and BEiT / BEiT v2 (unilm, ``{'model'}``).
+
+    - ImageNet class token, final norm and classifier are dropped (the segmentation BEiT adapter keeps BEiT's
+      class token); DeiT/AugReg checkpoints lack the adapter's layer scales ``blocks.*.gamma1/gamma2``, which
+      stay at their initial 1.0, as upstream;
+    - BEiT: a shared ``rel_pos_bias`` table is copied to every block, ``relative_position_index`` buffers are
+      dropped (the model computes them for each input size) and tables of another size are resized to the
+      model's as upstream's loader does (geometric-progression cubic spline; windowed detection tables lose the
+      class-token entries).
+    """
+
+    signature = ("blocks.0.attn.qkv.weight",)
+    classifier = re.compile(r"^(head|head_dist|norm|fc_norm)\.|^dist_token$")
+
+    @property
+    def backbone_type(self):
+        from ..modeling.backbone.vit_adapter import ViTAdapter
+
+        return ViTAdapter
+
+    def convert(self, state_dict: dict, model: nn.Module) -> tuple[dict, dict]:
+        backbone, _ = _backbone_and_prefix(model)
+        state_dict, dropped = self._adapt(state_dict, backbone)
+        out, more = super().convert(state_dict, model)
+        return out, {**dropped, **more}
+
+    @staticmethod
+    def _adapt(state_dict: dict, backbone: nn.Module) -> tuple[dict, dict]:
+        """BEiT / class-token handling on the checkpoint's own keys (with or without ``backbone.``)."""
+        from ..modeling.backbone.vit_adapter import resize_rel_pos_table
+
+        out, dropped = {}, {}
+        for key, value in state_dict.items():
+            prefix = "backbone." if key.startswith("backbone.") else ""
+            name = key[len(prefix):]
+            if name.endswith("relative_position_index"):
+                dropped[key] = "index buffer: the model computes it for each input size"
+            elif name == "rel_pos_bias.relative_position_bias_table":
+                dropped[key] = "shared BEiT table: copied to every block's attn.relative_position_bias_table"
+                for i in range(len(backbone.blocks)):
+                    out.setdefault(f"{prefix}blocks.{i}.attn.relative_position_bias_table", value)
+            elif name == "cls_token" and backbone.cls_token is None:
+                dropped[key] = "class token: this ViT-Adapter trunk has none"
+            elif name == "mask_token" or name.startswith("lm_head."):
+                dropped[key] = "BEiT masked-image-modelling pre-training part (not part of a dense model)"
+            else:
+                out[key] = value
+        own = backbone.state_dict()
+        for key, value in out.items():
+            name = key[len("backbone."):] if key.startswith("backbone.") else key
+            target = own.get(name)
+            if (name.endswith("attn.relative_position_bias_table") and target is not None
+                    and value.shape != target.shape and value.shape[1:] == target.shape[1:]):
+                out[key] = resize_rel_pos_table(value, target.shape[0])
+        return out, dropped

@@ -60,6 +60,30 @@ _C.MODEL.DAVIT.MLP_RATIO = 4.0  # MLP expansion ratio
 _C.MODEL.DAVIT.DROP_PATH_RATE = 0.0  # stochastic depth over the 2 * sum(DEPTHS) sub-blocks (official schedule)
 _C.MODEL.DAVIT.USE_CHECKPOINT = False  # activation checkpointing of the blocks (saves memory in training)
 
+# ViT-Adapter (dense/modeling/backbone/vit_adapter.py); defaults = ViT-Adapter-T on DeiT-T, segmentation form
+_C.MODEL.VIT_ADAPTER = CN()
+_C.MODEL.VIT_ADAPTER.BASE = "vit"  # ViT trunk: "vit" (DeiT / AugReg blocks, abs. pos_embed) or "beit" (rel. pos. bias)
+_C.MODEL.VIT_ADAPTER.IMG_SIZE = 224  # training size of the position tables: ViT pos_embed grid / BEiT whole-image table
+_C.MODEL.VIT_ADAPTER.EMBED_DIM = 192  # ViT width = channels of every output level
+_C.MODEL.VIT_ADAPTER.DEPTH = 12  # ViT blocks
+_C.MODEL.VIT_ADAPTER.NUM_HEADS = 3  # ViT attention heads
+_C.MODEL.VIT_ADAPTER.MLP_RATIO = 4.0  # ViT MLP expansion ratio
+_C.MODEL.VIT_ADAPTER.DROP_PATH_RATE = 0.1  # stochastic depth, linear over the blocks; the extractors use the full rate
+_C.MODEL.VIT_ADAPTER.INIT_VALUES = 0.0  # start of the injectors' gamma and BEiT's layer scale (1e-6 for BEiT)
+_C.MODEL.VIT_ADAPTER.WINDOW_SIZE = []  # per-block attention window, 0 = global; empty = all global (seg configs)
+_C.MODEL.VIT_ADAPTER.CONV_INPLANE = 64  # width of the spatial prior module's stem
+_C.MODEL.VIT_ADAPTER.N_POINTS = 4  # sampling points per head and level of the deformable attentions
+_C.MODEL.VIT_ADAPTER.DEFORM_NUM_HEADS = 6  # heads of the injector/extractor deformable attentions
+_C.MODEL.VIT_ADAPTER.DEFORM_RATIO = 1.0  # deformable-attention value width = DEFORM_RATIO * EMBED_DIM
+_C.MODEL.VIT_ADAPTER.CFFN_RATIO = 0.25  # hidden width of the extractors' ConvFFN = CFFN_RATIO * EMBED_DIM
+_C.MODEL.VIT_ADAPTER.WITH_CFFN = True  # ConvFFN after every extractor
+_C.MODEL.VIT_ADAPTER.USE_EXTRA_EXTRACTOR = True  # 2 extra extractors in the last interaction (all but "light")
+_C.MODEL.VIT_ADAPTER.INTERACTION_INDEXES = [[0, 2], [3, 5], [6, 8], [9, 11]]  # [first, last] block per interaction
+_C.MODEL.VIT_ADAPTER.ADD_VIT_FEATURE = True  # add the ViT tokens to the four pyramid levels
+_C.MODEL.VIT_ADAPTER.VIT_FEATURE = "stages"  # ViT tokens added: "stages" = stage i to level i (seg), "final" = last (det)
+_C.MODEL.VIT_ADAPTER.NORM = "SyncBN"  # norm of the spatial prior module and the outputs (BN on one process)
+_C.MODEL.VIT_ADAPTER.WITH_CP = False  # activation checkpointing of blocks, injectors, extractors (saves memory)
+
 # Neck between backbone and head (empty NAME = none); FPN as in mmdet/mmseg (lateral_convs/fpn_convs)
 _C.MODEL.NECK = CN()
 _C.MODEL.NECK.NAME = "FPN"  # name in NECK_REGISTRY; empty = the head reads backbone features directly

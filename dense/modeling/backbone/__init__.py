@@ -3,5 +3,6 @@ from .build import BACKBONE_REGISTRY, build_backbone
 from .dat import DAT
 from .davit import DaViT
 from .resnet import ResNet
+from .vit_adapter import ViTAdapter
 
-__all__ = ["Backbone", "ShapeSpec", "BACKBONE_REGISTRY", "build_backbone", "DAT", "DaViT", "ResNet"]
+__all__ = ["Backbone", "ShapeSpec", "BACKBONE_REGISTRY", "build_backbone", "DAT", "DaViT", "ResNet", "ViTAdapter"]
