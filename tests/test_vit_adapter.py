@@ -1,5 +1,6 @@
 """ViT-Adapter: golden parity through released-checkpoint loading, parameter counts and key tables of every
 released variant, any input size, relative position tables, ImageNet and mmseg checkpoint conversion."""
+import functools
 import json
 import os
 
@@ -16,10 +17,25 @@ from dense.modeling.backbone.vit_adapter import (BEiTAttention, ViTAdapter, _geo
                                                  resize_rel_pos_table)
 
 from conftest import REPO
+from shared_data import shared_file
 from golden_utils import (assert_matches, load_golden, load_released, model_from_config, released_checkpoint,
                           stand_in_weights)
 
-KEYS = json.load(open(os.path.join(REPO, "..", "shared", "golden", "keys", "vit_adapter_keys.json")))
+N_PARAMS = {  # upstream backbones built with each released config (shared/golden/keys/vit_adapter_keys.json)
+    "vit_adapter_tiny": 7966640, "vit_adapter_small": 27503888, "vit_adapter_base": 99495392,
+    "vit_adapter_base_augreg384": 99787232, "vit_adapter_large_augreg384": 326973632,
+    "vit_adapter_base_light": 91394432, "beit_adapter_base_512": 99907616, "beit_adapter_base_480": 99837344,
+    "beit_adapter_large_640": 328756928, "beit_adapter_large_896": 331091648, "beit_adapter_large_512": 327884480,
+    "beit_adapter_large_480": 327697088, "det_vit_adapter_tiny": 7966640, "det_vit_adapter_small": 27503888,
+    "det_vit_adapter_base": 99495392, "det_vit_adapter_large_augreg384": 326973632,
+    "det_beit_adapter_large_htcpp": 327380032,
+}
+
+
+@functools.lru_cache()
+def _keys() -> dict:
+    """The released key tables (skips the calling test when the shared data is absent)."""
+    return json.load(open(shared_file("keys", "vit_adapter_keys.json")))
 HEAD_CFG = "configs/Base-SemanticFPN.yaml"
 # released variant (vit_adapter_keys.json "dense") -> dense config
 VARIANTS = {
@@ -70,10 +86,17 @@ def test_vit_adapter_tiny_golden(golden_tiny, backend):
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_param_counts_equal_upstream(variant):
+    with torch.device("meta"):
+        bb = build_backbone(_cfg(VARIANTS[variant]))
+    assert sum(p.numel() for p in bb.parameters()) == N_PARAMS[variant]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_param_counts_and_keys_equal_upstream(variant):
     """Parameters (total, ViT part, adapter part) and state-dict keys/shapes equal the upstream backbone built
     with the released config; the only upstream keys dense lacks are BEiT's relative_position_index buffers."""
-    table = KEYS["dense"][variant]
+    table = _keys()["dense"][variant]
     with torch.device("meta"):
         bb = build_backbone(_cfg(VARIANTS[variant]))
     vit = ("patch_embed.", "pos_embed", "cls_token", "blocks.")
@@ -164,7 +187,7 @@ def test_resize_rel_pos_table_keeps_or_drops_cls_entries():
 
 def _classification_checkpoint(name, path, keep=None):
     """Stand-in ImageNet checkpoint with the released key table (integer buffers as zeros)."""
-    table = KEYS["classification"][name]
+    table = _keys()["classification"][name]
     keys = {k: v for k, v in table["keys"].items() if keep is None or keep(k)}
     sd = stand_in_weights({k: tuple(v) for k, v in keys.items()}, 3)
     sd.update({k: torch.zeros(shape, dtype=torch.long) for k, (shape, dt) in keys.items() if dt == "torch.int64"})
@@ -233,7 +256,7 @@ def test_beit_mmseg_checkpoint(tmp_path, beit_base_512):
     """A released mmseg BEiT-adapter checkpoint ({'state_dict': backbone.*, 'meta'}; here the 480 Pascal Context
     one into the 512 model) loads every backbone tensor, tables resized 59^2+3 -> 63^2+3 rows; the index buffers
     are dropped."""
-    table = KEYS["dense"]["beit_adapter_base_480"]
+    table = _keys()["dense"]["beit_adapter_base_480"]
     keys = {k: v for k, v in table["keys"].items() if _first_blocks(k)}
     sd = stand_in_weights({k: tuple(v) for k, v in keys.items()}, 5)
     sd.update({k: torch.zeros(s, dtype=torch.long) for k, (s, dt) in keys.items() if dt == "torch.int64"})

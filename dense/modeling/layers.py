@@ -12,7 +12,13 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from ..utils import comm
 
-__all__ = ["get_norm", "freeze_batchnorm", "norm_attr_name", "ConvNormAct", "Upsample", "resize"]
+__all__ = ["drop_path_rates", "get_norm", "freeze_batchnorm", "norm_attr_name", "ConvNormAct", "Upsample", "resize"]
+
+
+def drop_path_rates(rate: float, n: int) -> list[float]:
+    """Stochastic-depth schedule linear from 0 to ``rate`` over ``n`` blocks (torch.linspace's values, computed
+    in Python so models can be built on the meta device)."""
+    return [rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
 
 
 def get_norm(norm: str, channels: int) -> nn.Module | None:

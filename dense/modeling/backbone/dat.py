@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ...ops import NeighborhoodAttention2D
+from ..layers import drop_path_rates
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 
@@ -183,7 +184,7 @@ class DAT(Backbone):
             nn.Conv2d(3, dim_stem // 2, 3, 2, 1), LayerNormProxy(dim_stem // 2), nn.GELU(),
             nn.Conv2d(dim_stem // 2, dim_stem, 3, 2, 1), LayerNormProxy(dim_stem),
         )
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = drop_path_rates(drop_path_rate, sum(depths))
         self.stages = nn.ModuleList()
         for i in range(4):
             q_size = img_size // 4 // 2**i

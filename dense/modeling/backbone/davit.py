@@ -17,6 +17,7 @@ import torch
 from timm.layers import DropPath, LayerNorm2d
 from timm.models.davit import DaVit as _TimmDaVit
 
+from ..layers import drop_path_rates
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 
@@ -51,7 +52,7 @@ class DaViT(Backbone):
     def _set_drop_path(self, rate: float) -> None:
         """Official schedule: sub-block k (spatial and channel counted separately) gets rate * k / (2n - 1)."""
         blocks = [sub for stage in self.stages for dual in stage.blocks for sub in dual]
-        rates = torch.linspace(0, rate, len(blocks)).tolist()
+        rates = drop_path_rates(rate, len(blocks))
         for sub, p in zip(blocks, rates):
             sub.drop_path1 = DropPath(p) if p > 0 else torch.nn.Identity()
             sub.drop_path2 = DropPath(p) if p > 0 else torch.nn.Identity()

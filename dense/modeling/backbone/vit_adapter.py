@@ -40,7 +40,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ...ops import MSDeformAttn
-from ..layers import get_norm, resize
+from ..layers import drop_path_rates, get_norm, resize
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 
@@ -479,7 +479,7 @@ class ViTAdapter(Backbone):
         self.interaction_indexes = [tuple(idx) for idx in interaction_indexes]
         grid = img_size // PATCH_SIZE
         self.patch_embed = PatchEmbed(img_size=None, patch_size=PATCH_SIZE, embed_dim=embed_dim, output_fmt="NCHW")
-        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
+        dpr = drop_path_rates(drop_path_rate, depth)
         if base == "vit":
             self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, embed_dim))  # slot 0 (cls) is unused
             self.cls_token = None
