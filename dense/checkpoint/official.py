@@ -25,7 +25,8 @@ __all__ = ["CHECKPOINT_CONVERTERS", "find_converter", "unwrap_model", "BackboneF
 CHECKPOINT_CONVERTERS = Registry("CHECKPOINT_CONVERTER")
 
 # mmseg/mmdet top-level module -> dense module (heads issues extend the models these map into)
-MMCV_HEAD_PREFIXES = {"neck.": "neck.", "decode_head.": "sem_seg_head.", "auxiliary_head.": "aux_head."}
+MMCV_HEAD_PREFIXES = {"neck.": "neck.", "decode_head.": "sem_seg_head.", "auxiliary_head.": "aux_head.",
+                      "rpn_head.": "rpn_head.", "roi_head.": "roi_head.", "bbox_head.": "bbox_head."}
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

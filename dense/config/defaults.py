@@ -130,6 +130,7 @@ _C.MODEL.AUX_HEAD.LOSS_WEIGHT = 0.4  # weight of its cross-entropy loss
 # ---------------------------------------------------------------------------------------------
 _C.INPUT = CN()
 _C.INPUT.FORMAT = "RGB"  # channel order of model inputs: "RGB" or "BGR"
+_C.INPUT.DATASET_MAPPER_NAME = "semantic"  # name in DATASET_MAPPER_REGISTRY: "semantic", "instance", ...
 # Training resize. "ratio_range": mmseg Resize(img_scale=(MAX_SIZE, MIN_SIZE), ratio_range); "choice" /
 # "range": Detectron2 ResizeShortestEdge over MIN_SIZE_TRAIN with long side capped at MAX_SIZE_TRAIN.
 _C.INPUT.MIN_SIZE_TRAIN = (512,)  # short-side target(s) in pixels

@@ -10,13 +10,32 @@ import copy
 
 import numpy as np
 import torch
+from fvcore.common.registry import Registry
 from torchvision import tv_tensors
 
 from ..structures import Instances
+from ..utils.registry import register_as
 from .io import BadSampleError, read_image, read_sem_seg
 from .transforms import build_transforms
 
-__all__ = ["SemSegDatasetMapper", "InstanceDatasetMapper"]
+__all__ = ["DATASET_MAPPER_REGISTRY", "build_mapper", "SemSegDatasetMapper", "InstanceDatasetMapper"]
+
+DATASET_MAPPER_REGISTRY = Registry("DATASET_MAPPER")
+DATASET_MAPPER_REGISTRY.__doc__ = """
+Dataset mappers by name (INPUT.DATASET_MAPPER_NAME): a class constructed as ``cls(cfg, is_train)`` whose
+instances map a dataset record to the model's input dict.
+"""
+
+
+def build_mapper(cfg, is_train: bool):
+    """The mapper named by INPUT.DATASET_MAPPER_NAME."""
+    from ..config.config import ConfigError
+
+    name = cfg.INPUT.DATASET_MAPPER_NAME
+    if name not in DATASET_MAPPER_REGISTRY:
+        known = ", ".join(sorted(k for k, _ in DATASET_MAPPER_REGISTRY))
+        raise ConfigError(f"INPUT.DATASET_MAPPER_NAME = '{name}' is not registered; known mappers: {known}")
+    return DATASET_MAPPER_REGISTRY.get(name)(cfg, is_train)
 
 
 def _to_model_image(image: torch.Tensor, fmt: str) -> torch.Tensor:
@@ -25,6 +44,7 @@ def _to_model_image(image: torch.Tensor, fmt: str) -> torch.Tensor:
     return (image.flip(0) if fmt == "RGB" else image).contiguous()
 
 
+@register_as(DATASET_MAPPER_REGISTRY, "semantic")
 class SemSegDatasetMapper:
     """Reads the image (and, for training, its label map), applies the config's augmentations and
     validates the labels: every value must be < NUM_CLASSES or equal IGNORE_VALUE."""
@@ -86,6 +106,7 @@ def annotations_to_masks(annotations: list[dict], h: int, w: int) -> np.ndarray:
     return masks
 
 
+@register_as(DATASET_MAPPER_REGISTRY, "instance")
 class InstanceDatasetMapper:
     """COCO-style records -> image + Instances (gt_boxes, gt_classes, gt_masks). Crowd regions are
     dropped for training; boxes left empty by cropping are removed with their masks."""

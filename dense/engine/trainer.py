@@ -12,9 +12,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import DenseCheckpointer
-from ..data import MetadataCatalog, build_test_loader, build_train_loader
-from ..data.mappers import InstanceDatasetMapper, SemSegDatasetMapper
-from ..evaluation import COCOEvaluator, DatasetEvaluator, SemSegEvaluator, inference_on_dataset
+from ..data import build_test_loader, build_train_loader
+from ..data.mappers import build_mapper
+from ..evaluation import DatasetEvaluator, build_evaluator, inference_on_dataset
 from ..modeling import build_model
 from ..utils import comm
 from ..utils.events import CommonMetricPrinter, EventStorage, JSONWriter, TensorboardWriter
@@ -92,10 +92,8 @@ class Trainer:
 
     @classmethod
     def build_mapper(cls, cfg, is_train: bool):
-        """The dataset mapper for the model's task (instance models get instance annotations)."""
-        if cfg.MODEL.META_ARCHITECTURE in ("GeneralizedRCNN", "RetinaNet"):
-            return InstanceDatasetMapper(cfg, is_train)
-        return SemSegDatasetMapper(cfg, is_train)
+        """The dataset mapper named by INPUT.DATASET_MAPPER_NAME (DATASET_MAPPER_REGISTRY)."""
+        return build_mapper(cfg, is_train)
 
     @classmethod
     def build_train_loader(cls, cfg, seed: int, start_iter: int):
@@ -107,13 +105,8 @@ class Trainer:
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str) -> DatasetEvaluator:
-        kind = MetadataCatalog.get(dataset_name).get("evaluator_type", "sem_seg")
-        if kind == "sem_seg":
-            return SemSegEvaluator(dataset_name, num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-                                   ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
-        if kind == "coco":
-            return COCOEvaluator(dataset_name)
-        raise NotImplementedError(f"No evaluator for evaluator_type '{kind}' of dataset '{dataset_name}'")
+        """The evaluator registered for the dataset's evaluator_type (EVALUATOR_REGISTRY)."""
+        return build_evaluator(cfg, dataset_name)
 
     def build_hooks(self) -> list[hooks.HookBase]:
         cfg = self.cfg

@@ -1,6 +1,7 @@
 from .coco import COCOEvaluator
-from .evaluator import DatasetEvaluator, DatasetEvaluators, inference_context, inference_on_dataset
+from .evaluator import (EVALUATOR_REGISTRY, DatasetEvaluator, DatasetEvaluators, build_evaluator, inference_context,
+                        inference_on_dataset)
 from .sem_seg import SemSegEvaluator
 
-__all__ = ["COCOEvaluator", "DatasetEvaluator", "DatasetEvaluators", "inference_context", "inference_on_dataset",
+__all__ = ["EVALUATOR_REGISTRY", "build_evaluator", "COCOEvaluator", "DatasetEvaluator", "DatasetEvaluators", "inference_context", "inference_on_dataset",
            "SemSegEvaluator"]

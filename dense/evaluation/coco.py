@@ -13,7 +13,8 @@ from tabulate import tabulate
 
 from ..data.catalog import DatasetCatalog, MetadataCatalog
 from ..utils import comm
-from .evaluator import DatasetEvaluator
+from ..utils.registry import register_as
+from .evaluator import EVALUATOR_REGISTRY, DatasetEvaluator
 
 __all__ = ["COCOEvaluator", "instances_to_coco_json"]
 
@@ -159,3 +160,8 @@ class COCOEvaluator(DatasetEvaluator):
             per_class.append([name, f"{ap:.2f}"])
         logger.info(f"Per-class {task} AP:\n" + tabulate(per_class, headers=["class", "AP"], tablefmt="pipe"))
         return res
+
+
+@register_as(EVALUATOR_REGISTRY, "coco")
+def _coco_evaluator(cfg, dataset_name: str) -> COCOEvaluator:
+    return COCOEvaluator(dataset_name)

@@ -8,11 +8,31 @@ from collections import OrderedDict
 from contextlib import contextmanager
 
 import torch
+from fvcore.common.registry import Registry
 from torch import nn
 
 from ..utils import comm
 
-__all__ = ["DatasetEvaluator", "DatasetEvaluators", "inference_on_dataset", "inference_context"]
+__all__ = ["EVALUATOR_REGISTRY", "build_evaluator", "DatasetEvaluator", "DatasetEvaluators", "inference_on_dataset",
+           "inference_context"]
+
+EVALUATOR_REGISTRY = Registry("EVALUATOR")
+EVALUATOR_REGISTRY.__doc__ = """
+Evaluators by the ``evaluator_type`` of a dataset's metadata ("sem_seg", "coco", ...): a function
+``(cfg, dataset_name) -> DatasetEvaluator``.
+"""
+
+
+def build_evaluator(cfg, dataset_name: str) -> "DatasetEvaluator":
+    """The evaluator for ``dataset_name``, chosen by its metadata's ``evaluator_type``."""
+    from ..data.catalog import MetadataCatalog
+
+    kind = MetadataCatalog.get(dataset_name).get("evaluator_type", "sem_seg")
+    if kind not in EVALUATOR_REGISTRY:
+        known = ", ".join(sorted(k for k, _ in EVALUATOR_REGISTRY))
+        raise NotImplementedError(f"No evaluator for evaluator_type '{kind}' of dataset '{dataset_name}' "
+                                  f"(registered: {known})")
+    return EVALUATOR_REGISTRY.get(kind)(cfg, dataset_name)
 
 logger = logging.getLogger(__name__)
 

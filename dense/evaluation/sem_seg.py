@@ -10,7 +10,8 @@ from tabulate import tabulate
 from ..data.catalog import MetadataCatalog
 from ..data.io import read_sem_seg
 from ..utils import comm
-from .evaluator import DatasetEvaluator
+from ..utils.registry import register_as
+from .evaluator import EVALUATOR_REGISTRY, DatasetEvaluator
 
 __all__ = ["SemSegEvaluator", "metrics_from_confusion"]
 
@@ -95,3 +96,9 @@ class SemSegEvaluator(DatasetEvaluator):
                     + tabulate(table, headers=["class", "IoU", "Acc"], tablefmt="pipe") + "\n"
                     + "  ".join(f"{k}: {res[k]:.2f}" for k in ("mIoU", "fwIoU", "mACC", "pACC")))
         return {"sem_seg": res}
+
+
+@register_as(EVALUATOR_REGISTRY, "sem_seg")
+def _sem_seg_evaluator(cfg, dataset_name: str) -> SemSegEvaluator:
+    return SemSegEvaluator(dataset_name, num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+                           ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
