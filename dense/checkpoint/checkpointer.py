@@ -89,8 +89,9 @@ class DenseCheckpointer(Checkpointer):
       checkpoint or ``last_checkpoint`` pointer;
     - loads without executing code from the file (see dense.checkpoint.io), unless ``trusted``;
     - converts released checkpoints of supported families (see dense.checkpoint.official);
-    - refuses shape mismatches (listing them) unless ``skip_mismatch``, and keeps a :class:`LoadReport`
-      of the last load in ``last_report``.
+    - refuses shape mismatches (listing them, with the explanation of any module of the model that has a
+      ``mismatch_hint(mismatched) -> str``) unless ``skip_mismatch``, and keeps a :class:`LoadReport` of the
+      last load in ``last_report``.
     """
 
     def __init__(self, model: nn.Module, save_dir: str = "", *, save_to_disk: bool | None = None,
@@ -157,6 +158,8 @@ class DenseCheckpointer(Checkpointer):
         report.missing = [k for k in model_sd if k not in state_dict and not k.endswith("num_batches_tracked")]
         if report.mismatched and not self.skip_mismatch:
             rows = "\n".join(f"  {k}: checkpoint {list(a)} vs model {list(b)}" for k, a, b in report.mismatched)
+            hints = [m.mismatch_hint(report.mismatched) for m in self.model.modules() if hasattr(m, "mismatch_hint")]
+            rows += "".join(f"\n{h}" for h in hints if h)
             raise CheckpointMismatchError(
                 f"Checkpoint '{self._source}' has {len(report.mismatched)} tensors whose shapes differ from the "
                 f"model's:\n{rows}\nThe config does not describe the checkpoint's model (check the backbone variant "

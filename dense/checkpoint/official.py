@@ -129,6 +129,24 @@ class DATCheckpoint(BackboneFamily):
 
 
 @CHECKPOINT_CONVERTERS.register()
+class DSANCheckpoint(BackboneFamily):
+    """DSAN releases (MarcYugo/DSAN-Deformable-Spatial-Attention): ImageNet ``dsan_{t,t2,s}.pth.tar`` (timm
+    CheckpointSaver: ``{'state_dict', 'epoch', 'arch', 'args': Namespace, ...}``, classifier ``head``), the
+    ``dsan_{t,s}_encoder.pth`` init files (the same state dict without ``head``) and mmseg / mmdet checkpoints
+    (``backbone.*``). dense keeps upstream's key names. A checkpoint trained with other DSCN offset groups
+    fails to load with the MODEL.DSAN.GROUPS that fits it (``DSAN.mismatch_hint``)."""
+
+    signature = ("block1.0.attn.spatial_gating_unit.dscn_x.offset.weight",)
+    classifier = re.compile(r"^head\.")
+
+    @property
+    def backbone_type(self):
+        from ..modeling.backbone.dsan import DSAN
+
+        return DSAN
+
+
+@CHECKPOINT_CONVERTERS.register()
 class DaViTCheckpoint(BackboneFamily):
     """DaViT releases: official ImageNet / mmdet / mmseg (dingmyu/davit: ``patch_embeds``, ``main_blocks``,
     ``cpe.0``, classifier ``norms``/``head``) and timm hub weights (``stem``, ``stages``, ``head.fc``)."""

@@ -33,6 +33,19 @@ _C.MODEL.RESNETS.NORM = "BN"  # "BN", "SyncBN", "FrozenBN" or "GN"
 _C.MODEL.RESNETS.WIDTH_PER_GROUP = 64  # base width of the bottleneck (64 = ResNet)
 _C.MODEL.RESNETS.ZERO_INIT_RESIDUAL = False  # zero-init the last norm of every residual branch
 
+# DSAN (dense/modeling/backbone/dsan.py); defaults = DSAN-T as upstream's seg/det configs build it
+_C.MODEL.DSAN = CN()
+_C.MODEL.DSAN.EMBED_DIMS = [32, 64, 160, 256]  # channels of the four stages
+_C.MODEL.DSAN.DEPTHS = [3, 3, 5, 2]  # blocks per stage
+_C.MODEL.DSAN.MLP_RATIOS = [8, 8, 4, 4]  # MLP expansion ratio per stage
+_C.MODEL.DSAN.KERNEL_SIZES = [11, 11, 7, 5]  # DSCN strip length K per stage (odd; padded by (K - 1) / 2)
+_C.MODEL.DSAN.DW_KERNEL_SIZES = [11, 11, 7, 5]  # strip depthwise conv of the offset branch per stage (odd)
+_C.MODEL.DSAN.GROUPS = [1, 4, 8, 8]  # DSCN offset groups per stage, as in the checkpoint (S ADE20K 160k: [2, 8, 16, 16])
+_C.MODEL.DSAN.NORM = "SyncBN"  # patch-embedding and block norm: "SyncBN" (upstream; BN on one process), "BN", "FrozenBN"
+_C.MODEL.DSAN.NORM_EPS = 1e-5  # stage LayerNorm eps: 1e-5 seg/det (also fine-tuning); 1e-6 = the ImageNet classifier
+_C.MODEL.DSAN.DROP_PATH_RATE = 0.1  # stochastic depth, linear over all blocks (upstream's seg/det configs: 0.1)
+_C.MODEL.DSAN.USE_CHECKPOINT = False  # activation checkpointing per stage (saves memory in training)
+
 # DAT++ (dense/modeling/backbone/dat.py); defaults = DAT-T++
 _C.MODEL.DAT = CN()
 _C.MODEL.DAT.DIM_STEM = 64  # stem output channels (= DIMS[0])

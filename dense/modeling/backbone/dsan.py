@@ -1,0 +1,259 @@
+"""DSAN ("DSAN: Exploring the Relationship between Deformable Convolution and Spatial Attention", Yu, Zhang, Zhao,
+Xiao; TechRxiv 10.36227/techrxiv.171328860), dense-prediction form.
+
+The backbone of MarcYugo/DSAN-Deformable-Spatial-Attention (mmseg/mmdet ``DSAN``): a VAN-style ConvNet of four
+stages. Stage i embeds with a strided conv + BatchNorm (``patch_embed{i}``: 7x7 stride 4, then 3x3 stride 2),
+runs its blocks (``block{i}.{j}``) and normalises with a LayerNorm over channels (``norm{i}``); the four stage
+outputs are res2..res5 (strides 4, 8, 16, 32, sizes ceil(H / s) x ceil(W / s); no padding constraints).
+
+A block is VAN's, with the large-kernel attention's dilated depthwise conv replaced by a deformable strip pair:
+
+    x = x + layer_scale_1 * DSA(BN(x)),  DSA = proj_1 -> GELU -> spatial_gating_unit -> proj_2, + shortcut
+    x = x + layer_scale_2 * MLP(BN(x)),  MLP = fc1 -> dwconv (3x3) -> GELU -> fc2
+    spatial_gating_unit(u) = u * conv(dscn_y(dscn_x(a, a), a)),  a = conv0(u) (5x5 depthwise)
+
+where ``dscn_x`` / ``dscn_y`` (:class:`dense.ops.DSCNX` / :class:`~dense.ops.DSCNY`) sample 1 x K / K x 1 strips
+whose per-group offsets are predicted from ``a``. Module and key names equal upstream's, so released checkpoints
+load without renaming.
+
+Two settings depend on the checkpoint, not on the variant:
+
+- the stage LayerNorm eps: 1e-5 in upstream's dense backbone (what its seg/det models were trained and
+  evaluated with, also when fine-tuned from ImageNet weights), 1e-6 in its ImageNet classification model;
+- the DSCN offset groups per stage: the S model of ``ham_dsan_s_ade20k_160k.py`` uses 2 stage-1 groups where
+  every other S file has 4 (see :func:`groups_in_state_dict`).
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+from timm.layers import DropPath, trunc_normal_
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ...ops import DSCNX, DSCNY
+from ..layers import get_norm
+from .backbone import Backbone
+from .build import BACKBONE_REGISTRY
+
+__all__ = ["DSAN", "groups_in_state_dict"]
+
+_OFFSET_KEY = re.compile(r"(?:^|\.)block(\d)\.\d+\.attn\.spatial_gating_unit\.dscn_[xy]\.offset\.(?:weight|bias)$")
+
+
+class OverlapPatchEmbed(nn.Module):
+    """Strided conv (kernel ``patch_size``, padding ``patch_size // 2``) + BatchNorm.
+    [N, C_in, H, W] -> [N, C, ceil(H / stride), ceil(W / stride)]."""
+
+    def __init__(self, in_channels: int, channels: int, patch_size: int, stride: int, norm: str):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, channels, patch_size, stride, patch_size // 2)
+        self.norm = get_norm(norm, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x))
+
+
+class DSCNPair(nn.Module):
+    """DSAN's spatial gating unit: u * conv(dscn_y(dscn_x(a), a)) with a = conv0(u), the strips' offsets both
+    predicted from a. [N, C, H, W] -> [N, C, H, W] (K odd, padding (K - 1) / 2, so sizes are kept)."""
+
+    def __init__(self, channels: int, kernel_size: int, dw_kernel_size: int, group: int):
+        super().__init__()
+        self.conv0 = nn.Conv2d(channels, channels, 5, padding=2, groups=channels)
+        pad = (kernel_size - 1) // 2
+        self.dscn_x = DSCNX(channels, kernel_size, dw_kernel_size, stride=1, pad=pad, dilation=1, group=group)
+        self.dscn_y = DSCNY(channels, kernel_size, dw_kernel_size, stride=1, pad=pad, dilation=1, group=group)
+        self.conv = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        a = self.conv0(u)
+        attn = self.dscn_y(self.dscn_x(a.permute(0, 2, 3, 1), a), a)  # channels-last [N, H, W, C]
+        return u * self.conv(attn.permute(0, 3, 1, 2))
+
+
+class DSA(nn.Module):
+    """Deformable spatial attention: proj_1 -> GELU -> spatial_gating_unit -> proj_2, plus the input.
+    [N, C, H, W] -> [N, C, H, W]."""
+
+    def __init__(self, channels: int, kernel_size: int, dw_kernel_size: int, group: int):
+        super().__init__()
+        self.proj_1 = nn.Conv2d(channels, channels, 1)
+        self.activation = nn.GELU()
+        self.spatial_gating_unit = DSCNPair(channels, kernel_size, dw_kernel_size, group)
+        self.proj_2 = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj_2(self.spatial_gating_unit(self.activation(self.proj_1(x)))) + x
+
+
+class DWConv(nn.Module):
+    """3x3 depthwise conv with bias (key ``dwconv.dwconv``)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(channels, channels, 3, 1, 1, groups=channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dwconv(x)
+
+
+class Mlp(nn.Module):
+    """1x1 conv C -> rC, 3x3 depthwise conv, GELU, 1x1 conv rC -> C (no dropout: 0 in every DSAN config)."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.dwconv = DWConv(hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.dwconv(self.fc1(x))))
+
+
+class Block(nn.Module):
+    """x + ls1 * DropPath(DSA(BN(x))), then + ls2 * DropPath(MLP(BN(x))). [N, C, H, W] -> [N, C, H, W]."""
+
+    LAYER_SCALE_INIT = 1e-2  # upstream's layer_scale_init_value
+
+    def __init__(self, channels: int, kernel_size: int, dw_kernel_size: int, group: int, mlp_ratio: float,
+                 drop_path: float, norm: str):
+        super().__init__()
+        self.norm1 = get_norm(norm, channels)
+        self.attn = DSA(channels, kernel_size, dw_kernel_size, group)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = get_norm(norm, channels)
+        self.mlp = Mlp(channels, int(channels * mlp_ratio))
+        self.layer_scale_1 = nn.Parameter(torch.full((channels,), self.LAYER_SCALE_INIT))
+        self.layer_scale_2 = nn.Parameter(torch.full((channels,), self.LAYER_SCALE_INIT))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.layer_scale_1[:, None, None] * self.attn(self.norm1(x)))
+        return x + self.drop_path(self.layer_scale_2[:, None, None] * self.mlp(self.norm2(x)))
+
+
+def groups_in_state_dict(shapes: dict, kernel_sizes) -> dict[int, int]:
+    """{stage index (0-3): DSCN offset groups} implied by a checkpoint's ``...dscn_{x,y}.offset.{weight,bias}``
+    shapes (``{key: shape}``, any key prefix): rows = groups x kernel points. Stages whose rows are not a multiple of
+    the stage's kernel size (another variant's checkpoint) are left out."""
+    found = {}
+    for key, shape in shapes.items():
+        m = _OFFSET_KEY.search(key)
+        if m:
+            stage = int(m.group(1)) - 1
+            if 0 <= stage < len(kernel_sizes) and shape[0] % kernel_sizes[stage] == 0:
+                found[stage] = shape[0] // kernel_sizes[stage]
+    return found
+
+
+@BACKBONE_REGISTRY.register()
+class DSAN(Backbone):
+    """DSAN dense-prediction backbone (upstream's mmseg/mmdet ``DSAN``; the ImageNet model minus its head).
+
+    forward(images [N, 3, H, W]) -> res2..res5 of sizes ceil(H / s) x ceil(W / s) (s = 4, 8, 16, 32),
+    channels ``embed_dims``; any H, W.
+
+    ``kernel_sizes`` (odd): DSCN strip length K per stage (padding (K - 1) / 2 keeps sizes);
+    ``dw_kernel_sizes``: the offset branch's strip conv; ``groups``: DSCN offset groups (channels / groups
+    per group); ``norm``: BatchNorm of the patch embeddings and blocks (SyncBN = BN on one process);
+    ``norm_eps``: stage LayerNorm eps (1e-5 dense checkpoints, 1e-6 the classification model).
+    """
+
+    def __init__(self, embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2), mlp_ratios=(8, 8, 4, 4),
+                 kernel_sizes=(11, 11, 7, 5), dw_kernel_sizes=(11, 11, 7, 5), groups=(1, 4, 8, 8),
+                 norm: str = "SyncBN", norm_eps: float = 1e-5, drop_path_rate: float = 0.0,
+                 out_features=("res2", "res3", "res4", "res5"), use_checkpoint: bool = False):
+        super().__init__()
+        for name, value in (("DEPTHS", depths), ("MLP_RATIOS", mlp_ratios), ("KERNEL_SIZES", kernel_sizes),
+                            ("DW_KERNEL_SIZES", dw_kernel_sizes), ("GROUPS", groups)):
+            if len(value) != len(embed_dims):
+                raise ValueError(f"MODEL.DSAN.{name} {list(value)} needs one entry per stage of "
+                                 f"MODEL.DSAN.EMBED_DIMS {list(embed_dims)}")
+        for name, value in (("KERNEL_SIZES", kernel_sizes), ("DW_KERNEL_SIZES", dw_kernel_sizes)):
+            if any(k % 2 == 0 for k in value):
+                raise ValueError(f"MODEL.DSAN.{name} {list(value)} must be odd: the strips are padded by (K - 1) / 2 "
+                                 f"so that every block keeps its input size")
+        for dim, g in zip(embed_dims, groups):
+            if dim % g:
+                raise ValueError(f"MODEL.DSAN.GROUPS {list(groups)} must divide "
+                                 f"MODEL.DSAN.EMBED_DIMS {list(embed_dims)}")
+        self.kernel_sizes, self.groups = list(kernel_sizes), list(groups)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        for i, dim in enumerate(embed_dims):
+            in_channels = 3 if i == 0 else embed_dims[i - 1]
+            self.add_module(f"patch_embed{i + 1}", OverlapPatchEmbed(in_channels, dim, 7 if i == 0 else 3,
+                                                                     4 if i == 0 else 2, norm))
+            start = sum(depths[:i])
+            self.add_module(f"block{i + 1}", nn.ModuleList(
+                Block(dim, kernel_sizes[i], dw_kernel_sizes[i], groups[i], mlp_ratios[i], dpr[start + j], norm)
+                for j in range(depths[i])))
+            self.add_module(f"norm{i + 1}", nn.LayerNorm(dim, eps=norm_eps))
+        names = ["res2", "res3", "res4", "res5"]
+        self._out_features = list(out_features)
+        self._out_feature_channels = dict(zip(names, embed_dims))
+        self._out_feature_strides = {n: 4 * 2**i for i, n in enumerate(names)}
+        self.use_checkpoint = use_checkpoint
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        """Upstream's initialisation without pretrained weights: Linear trunc-normal(0.02), LayerNorm 1 / 0,
+        conv normal(0, sqrt(2 / fan_out)) with fan_out = k_h * k_w * C_out / groups, biases 0."""
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            nn.init.zeros_(m.bias)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape) -> "DSAN":
+        d = cfg.MODEL.DSAN
+        return cls(embed_dims=d.EMBED_DIMS, depths=d.DEPTHS, mlp_ratios=d.MLP_RATIOS, kernel_sizes=d.KERNEL_SIZES,
+                   dw_kernel_sizes=d.DW_KERNEL_SIZES, groups=d.GROUPS, norm=d.NORM, norm_eps=d.NORM_EPS,
+                   drop_path_rate=d.DROP_PATH_RATE, out_features=cfg.MODEL.BACKBONE.OUT_FEATURES,
+                   use_checkpoint=d.USE_CHECKPOINT)
+
+    def _stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """patch_embed{i+1}, blocks, norm{i+1}: [N, C_in, H, W] -> [N, C, ceil(H / s), ceil(W / s)]."""
+        x = getattr(self, f"patch_embed{i + 1}")(x)
+        for blk in getattr(self, f"block{i + 1}"):
+            x = blk(x)
+        return getattr(self, f"norm{i + 1}")(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        outs, x = {}, images
+        for i, name in enumerate(["res2", "res3", "res4", "res5"]):
+            if self.use_checkpoint and self.training:
+                x = checkpoint(self._stage, i, x, use_reentrant=False)
+            else:
+                x = self._stage(i, x)
+            if name in self._out_features:
+                outs[name] = x
+            if name == self._out_features[-1]:
+                break
+        return outs
+
+    def mismatch_hint(self, mismatched: list[tuple[str, tuple, tuple]]) -> str:
+        """Why a checkpoint's tensors do not fit, when it is the DSCN offset groups: the MODEL.DSAN.GROUPS that
+        the checkpoint's offset layers imply (``mismatched``: (key, checkpoint shape, model shape)), else ""."""
+        if not mismatched or not all(_OFFSET_KEY.search(k) for k, _, _ in mismatched):
+            return ""
+        implied = {i: g for i, g in groups_in_state_dict({k: a for k, a, _ in mismatched}, self.kernel_sizes).items()
+                   if g != self.groups[i]}
+        if not implied:
+            return ""
+        fix = [implied.get(i, g) for i, g in enumerate(self.groups)]
+        stages = ", ".join(f"stage {i + 1}: {g} groups x {self.kernel_sizes[i]} kernel points"
+                           for i, g in sorted(implied.items()))
+        return (f"These are DSCN offset layers of other offset groups ({stages}; MODEL.DSAN.GROUPS is "
+                f"{self.groups}): set MODEL.DSAN.GROUPS {fix} to load the checkpoint. MODEL.WEIGHTS_SKIP_MISMATCH "
+                f"instead leaves them at initialisation, as upstream's ham_dsan_s_ade20k_160k.py did with the 4-group "
+                f"ImageNet S weights.")
