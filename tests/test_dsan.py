@@ -18,10 +18,10 @@ from dense.modeling import build_backbone
 from dense.modeling.backbone.dsan import DSCNPair
 
 from conftest import REPO
+from shared_data import shared_file
 from golden_utils import (assert_matches, load_golden, load_released, model_from_config, released_checkpoint,
                           stand_in_weights)
 
-KEYS = os.path.join(REPO, "..", "shared", "golden", "keys", "dsan_keys.json")
 HEAD_CFG = "configs/Base-SemanticFPN.yaml"
 # (config, dsan_keys.json variant, dense-form table) for every released variant
 VARIANTS = [("dsan_t.yaml", "dsan_t", "dense"), ("dsan_t2.yaml", "dsan_t2", "dense_derived_no_upstream_config"),
@@ -30,9 +30,7 @@ VARIANTS = [("dsan_t.yaml", "dsan_t", "dense"), ("dsan_t2.yaml", "dsan_t2", "den
 
 
 def _table(variant: str, form: str) -> dict:
-    if not os.path.isfile(KEYS):
-        pytest.skip(f"key tables {KEYS} not present")
-    return json.load(open(KEYS))["variants"][variant][form]
+    return json.load(open(shared_file("keys", "dsan_keys.json")))["variants"][variant][form]
 
 
 def _backbone(config: str, opts=()):
@@ -69,6 +67,13 @@ def test_dsan_t_golden(tmp_path, backend):
 
 
 # ------------------------------------------------------------------------------- variants, shapes, sizes
+@pytest.mark.parametrize("config,variant,form", VARIANTS)
+def test_param_counts_equal_upstream(config, variant, form):
+    expected = {"dsan_t.yaml": 4_227_706, "dsan_t2.yaml": 5_780_440, "dsan_s.yaml": 19_367_248,
+                "dsan_s_ade20k_160k.yaml": 19_359_448}
+    assert sum(p.numel() for p in _backbone(config).parameters()) == expected[config]
+
+
 @pytest.mark.parametrize("config,variant,form", VARIANTS)
 def test_released_variants_key_tables_and_param_counts(config, variant, form):
     """Every key and shape of the released dense checkpoints (dsan_keys.json), and upstream's parameter count

@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ...ops import DSCNX, DSCNY
-from ..layers import get_norm
+from ..layers import drop_path_rates, get_norm
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 
@@ -181,7 +181,7 @@ class DSAN(Backbone):
                 raise ValueError(f"MODEL.DSAN.GROUPS {list(groups)} must divide "
                                  f"MODEL.DSAN.EMBED_DIMS {list(embed_dims)}")
         self.kernel_sizes, self.groups = list(kernel_sizes), list(groups)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = drop_path_rates(drop_path_rate, sum(depths))
         for i, dim in enumerate(embed_dims):
             in_channels = 3 if i == 0 else embed_dims[i - 1]
             self.add_module(f"patch_embed{i + 1}", OverlapPatchEmbed(in_channels, dim, 7 if i == 0 else 3,
