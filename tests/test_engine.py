@@ -143,3 +143,12 @@ def test_amp_bfloat16_and_gradient_clipping(tiny_cfg):
     after = trainer.model.state_dict()
     assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
     assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+
+
+def test_tensorboard_and_metrics_writers(tiny_cfg):
+    tiny_cfg.TENSORBOARD, tiny_cfg.SOLVER.MAX_ITER, tiny_cfg.DATASETS.TEST, tiny_cfg.LOG_PERIOD = True, 2, (), 1
+    Trainer(tiny_cfg).train()
+    files = os.listdir(tiny_cfg.OUTPUT_DIR)
+    assert any(f.startswith("events.out.tfevents") for f in files)
+    lines = [json.loads(l) for l in open(os.path.join(tiny_cfg.OUTPUT_DIR, "metrics.json"))]
+    assert [l["iteration"] for l in lines] == [0, 1] and all("total_loss" in l and "lr" in l for l in lines)

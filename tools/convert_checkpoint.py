@@ -9,6 +9,12 @@ load it (format detected, converted, every key not loaded listed with the reason
 came from the file are saved, in dense's names, as a dense checkpoint (so an ImageNet file becomes a
 backbone-only checkpoint and an mmseg file a whole model). The file is read without executing code from it unless
 --trusted is given (only for files you trust).
+
+--format detectron2 writes the backbone's weights for Detectron2's DetectionCheckpointer instead (with
+dense.compat.detectron2's backbones: `build_<family>_backbone`, `_fpn_backbone`, `_retinanet_fpn_backbone`):
+
+    python tools/convert_checkpoint.py --config-file configs/backbones/dat_pp_tiny.yaml \
+        --input dat_pp_tiny_in1k_224.pth --output dat_pp_tiny_d2.pth --format detectron2
 """
 import argparse
 import logging
@@ -31,6 +37,8 @@ def parse_args():
     p.add_argument("--output", required=True, help="where to write the dense checkpoint")
     p.add_argument("--trusted", action="store_true", help="allow pickles that run code (trusted files only)")
     p.add_argument("--allow-mismatch", action="store_true", help="skip shape-mismatched tensors instead of failing")
+    p.add_argument("--format", choices=["dense", "detectron2"], default="dense",
+                   help="dense checkpoint (default) or a backbone file for Detectron2's DetectionCheckpointer")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return p.parse_args()
 
@@ -48,8 +56,16 @@ def main() -> int:
     report = checkpointer.last_report
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     state = model.state_dict()
-    torch.save({"model": {k: state[k] for k in report.loaded}, DENSE_MARKER: 1,
-                "converted_from": {"file": os.path.abspath(args.input), "format": report.converter}}, args.output)
+    source = {"file": os.path.abspath(args.input), "format": report.converter}
+    if args.format == "detectron2":
+        # Detectron2 matches these names by suffix ("matching_heuristics"), so the same file loads into the plain
+        # (backbone.body.*) and the FPN-wrapped (backbone.bottom_up.body.*) dense backbones.
+        backbone = {"body." + k[len("backbone."):]: state[k] for k in report.loaded if k.startswith("backbone.")}
+        torch.save({"model": backbone, "__author__": "dense", "matching_heuristics": True, "converted_from": source},
+                   args.output)
+    else:
+        torch.save({"model": {k: state[k] for k in report.loaded}, DENSE_MARKER: 1, "converted_from": source},
+                   args.output)
     print(f"Wrote {args.output}")
     return 0
 
