@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torchvision import tv_tensors
 from torchvision.models.detection.anchor_utils import AnchorGenerator as TorchvisionAnchorGenerator
 from torchvision.models.detection.image_list import ImageList as TorchvisionImageList
 from torchvision.ops import roi_align
@@ -29,7 +30,7 @@ from dense.data.transforms import RandomCropRange
 from dense.engine import Trainer
 from dense.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, build_model
 from dense.modeling.detection import AnchorGenerator, BoxCoder, MaxIoUMatcher, ROIPooler, octave_sizes
-from dense.structures import crop_and_resize, paste_masks_in_image
+from dense.structures import Instances, crop_and_resize, paste_masks_in_image
 from dense.structures.masks import _paste_chunk
 from dense.utils import comm
 
@@ -81,6 +82,22 @@ def test_anchors_follow_mmdet_formula():
     scales = [4 * 2 ** (k / 3) for k in range(3)]
     assert torch.allclose(ours[0], _mmdet_anchors(8, scales, [0.5, 1.0, 2.0], 3, 2, 8), atol=1e-5)
     assert torch.allclose(ours[1], _mmdet_anchors(16, scales, [0.5, 1.0, 2.0], 2, 1, 16), atol=1e-5)
+
+
+def test_anchor_valid_flags_follow_mmdet():
+    """In a batch padded to 64 x 128, an image padded on its own to 64 x 96 has valid anchors in the first
+    ceil(96 / stride) columns only (mmdet valid_flags); the matcher ignores the others even without gts."""
+    gen = AnchorGenerator([16, 32], [[32], [64]], [[0.5, 1.0, 2.0]])
+    valid = gen.valid([(4, 8), (2, 4)], (64, 96))
+    per_cell = valid.view(-1, 3)[:, 0]
+    assert torch.equal(per_cell[:32].view(4, 8), torch.arange(8).expand(4, 8) < 6)
+    assert torch.equal(per_cell[32:].view(2, 4), torch.arange(4).expand(2, 4) < 3)
+    assert torch.equal(valid.view(-1, 3), per_cell[:, None].expand(-1, 3))
+    matcher = MaxIoUMatcher(0.3, 0.7, 0.1)
+    iou = torch.tensor([[0.1, 0.9, 0.2]])
+    ok = torch.tensor([True, False, True])
+    assert matcher(iou, ok)[1].tolist() == [0, -1, 1]  # the best valid anchor (0.2) is the gt's low-quality match
+    assert matcher(torch.zeros((0, 3)), ok)[1].tolist() == [0, -1, 0]
 
 
 def test_anchor_rounding_reproduces_torchvision():
@@ -271,24 +288,34 @@ def _load_stand_in(model, keys, tmp_path):
     return sd
 
 
-def test_released_mask_rcnn_checkpoint_loads_key_for_key(tmp_path):
-    """A stand-in of dingmyu/davit's DaViT-T Mask R-CNN release (mmdet layout: backbone.* as released, neck.*,
-    rpn_head.*, roi_head.bbox_head.*, roi_head.mask_head.*) loads with nothing missing, unexpected or dropped."""
-    keys = {**_released_backbone("davit_keys.json", "tiny", "det_seg"), **_mmdet_fpn([96, 192, 384, 768], 0),
+# released backbone key tables (shared/golden/keys): DaViT's det/seg form and DAT++'s dense form
+RELEASED_BACKBONES = {"davit_tiny": ("davit_keys.json", "tiny", "det_seg", [96, 192, 384, 768], "backbone.norm0."),
+                      "dat_pp_tiny": ("dat_keys.json", "dat_pp_tiny", "dense", [64, 128, 256, 512], "backbone.norms.0.")}
+
+
+@pytest.mark.parametrize("backbone", ["davit_tiny", "dat_pp_tiny"])
+def test_released_mask_rcnn_checkpoint_loads_key_for_key(backbone, tmp_path):
+    """A stand-in of the authors' Mask R-CNN release (mmdet layout: backbone.* as released, neck.*, rpn_head.*,
+    roi_head.bbox_head.*, roi_head.mask_head.*; DAT-Detection's FPN adds an 'on_input' P6 conv) loads with
+    nothing missing, unexpected or dropped."""
+    file, variant, form, channels, _ = RELEASED_BACKBONES[backbone]
+    keys = {**_released_backbone(file, variant, form), **_mmdet_fpn(channels, 0, int(backbone.startswith("dat"))),
             **_mmdet_mask_rcnn_heads()}
-    model = build_model(_cfg(os.path.join(REPO, "configs/coco/mask_rcnn/davit_tiny_1x.yaml")))
+    model = build_model(_cfg(os.path.join(REPO, f"configs/coco/mask_rcnn/{backbone}_1x.yaml")))
     sd = _load_stand_in(model, keys, tmp_path)
     assert torch.equal(model.roi_head.mask_head.conv_logits.weight, sd["roi_head.mask_head.conv_logits.weight"])
     assert torch.equal(model.rpn_head.rpn_reg.bias, sd["rpn_head.rpn_reg.bias"])
 
 
-def test_released_retinanet_checkpoint_loads_key_for_key(tmp_path):
-    """A stand-in of LeapLabTHU/DAT-Detection's DAT-T++ RetinaNet release (no backbone.norms.0: upstream builds
-    no norm for the unused stride-4 level; FPN from res3 with two 'on_input' extra convs) loads key for key."""
-    backbone = {k: v for k, v in _released_backbone("dat_keys.json", "dat_pp_tiny", "dense").items()
-                if not k.startswith("backbone.norms.0.")}
-    keys = {**backbone, **_mmdet_fpn([64, 128, 256, 512], 1, 2), **_mmdet_retina_head()}
-    model = build_model(_cfg(os.path.join(REPO, "configs/coco/retinanet/dat_pp_tiny_1x.yaml")))
+@pytest.mark.parametrize("backbone", ["dat_pp_tiny", "davit_tiny"])
+def test_released_retinanet_checkpoint_loads_key_for_key(backbone, tmp_path):
+    """A stand-in of the authors' RetinaNet release (no norm on the unused stride-4 level: DAT-Detection builds
+    none, DaViT's authors removed it; FPN from res3 with two 'on_input' extra convs; RetinaHead) loads key for
+    key."""
+    file, variant, form, channels, norm0 = RELEASED_BACKBONES[backbone]
+    backbone_keys = {k: v for k, v in _released_backbone(file, variant, form).items() if not k.startswith(norm0)}
+    keys = {**backbone_keys, **_mmdet_fpn(channels, 1, 2), **_mmdet_retina_head()}
+    model = build_model(_cfg(os.path.join(REPO, f"configs/coco/retinanet/{backbone}_1x.yaml")))
     sd = _load_stand_in(model, keys, tmp_path)
     assert torch.equal(model.bbox_head.retina_cls.weight, sd["bbox_head.retina_cls.weight"])
     assert torch.equal(model.neck.fpn_convs[3].conv.weight, sd["neck.fpn_convs.3.conv.weight"])
@@ -387,7 +414,6 @@ def test_detection_pipelines_single_scale_multi_scale_and_crop(synthetic_root):
         assert "instances" not in test and min(test["image"].shape[-2:]) == 800 and (test["height"], test["width"]) == (h, w)
     # the crop: height and width each in [384, 600], boxes shifted and clipped
     sample = {"image": torch.zeros(3, 900, 1000, dtype=torch.uint8)}
-    from torchvision import tv_tensors
     sample["boxes"] = tv_tensors.BoundingBoxes(torch.tensor([[0.0, 0.0, 1000.0, 900.0]]), format="XYXY",
                                                canvas_size=(900, 1000))
     for _ in range(5):
@@ -496,3 +522,29 @@ def test_demo_tool_draws_instances(synthetic_root, tmp_path):
     assert vis.shape[0] >= src.shape[0] and vis.shape[1] > src.shape[1]  # legend panel on the right
     drawn = vis[: src.shape[0], : src.shape[1]].astype(int)
     assert np.abs(drawn - src.astype(int)).max() > 100  # boxes, labels and masks were drawn
+
+
+@pytest.mark.parametrize("config", ["mask_rcnn/davit_tiny_1x", "mask_rcnn/vit_adapter_tiny_deit_3x",
+                                    "retinanet/dat_pp_tiny_1x", "retinanet/davit_tiny_1x"])
+def test_paper_configs_train_a_step_and_infer(config):
+    """The papers' models (full width; fewer RoIs to keep the test fast) take a training step and infer on small
+    images of mixed sizes."""
+    cfg = _cfg(os.path.join(REPO, "configs", "coco", f"{config}.yaml"), "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64",
+               "MODEL.RPN.POST_NMS_TOPK_TEST", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64")
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    g = torch.Generator().manual_seed(0)
+    batch = []
+    for h, w in [(64, 96), (80, 64)]:
+        inst = Instances((h, w), gt_boxes=torch.tensor([[4.0, 6.0, 40.0, 50.0]]), gt_classes=torch.tensor([3]),
+                         gt_masks=torch.zeros(1, h, w, dtype=torch.bool))
+        inst.gt_masks[0, 6:50, 4:40] = True
+        batch.append({"image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8), "instances": inst})
+    losses = model(batch)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+    model.eval()
+    with torch.no_grad():
+        out = model([{k: v for k, v in x.items() if k != "instances"} for x in batch])
+    assert [o["instances"].image_size for o in out] == [(64, 96), (80, 64)]

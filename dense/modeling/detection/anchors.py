@@ -85,6 +85,18 @@ class AnchorGenerator(nn.Module):
             out.append((shifts + cell[None]).reshape(-1, 4))
         return out
 
+    def valid(self, grid_sizes: list[tuple[int, int]], padded_size: tuple[int, int]) -> torch.Tensor:
+        """bool [sum_l H_l * W_l * A]: anchors whose cell lies inside one image padded to ``padded_size`` (mmdet
+        ``valid_flags``: in a batch padded to its largest image, the cells beyond an image's own padded extent are
+        left out of its training targets)."""
+        out = []
+        for i, ((h, w), stride) in enumerate(zip(grid_sizes, self.strides)):
+            device = getattr(self, f"cell_{i}").device
+            rows = torch.arange(int(h), device=device) < min(math.ceil(padded_size[0] / stride), int(h))
+            cols = torch.arange(int(w), device=device) < min(math.ceil(padded_size[1] / stride), int(w))
+            out.append((rows[:, None] & cols[None, :])[..., None].expand(-1, -1, self.num_anchors).reshape(-1))
+        return torch.cat(out)
+
 
 def build_anchor_generator(cfg, strides: list[int]) -> AnchorGenerator:
     """The MODEL.ANCHOR_GENERATOR anchors for feature levels of the given strides."""

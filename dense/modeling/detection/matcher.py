@@ -9,10 +9,10 @@ __all__ = ["MaxIoUMatcher"]
 class MaxIoUMatcher:
     """mmdet ``MaxIoUAssigner`` (``gt_max_assign_all=True``, no ignore regions).
 
-    For IoU [G, A] between G ground truths and A candidates:
+    For IoU [G, A] between G ground truths and A candidates (a column of -1 marks a candidate to ignore):
 
-    1. a candidate whose best IoU is below ``neg_threshold`` is background, at or above ``pos_threshold``
-       foreground (assigned to its best gt), in between ignored;
+    1. a candidate whose best IoU is in [0, ``neg_threshold``) is background, at or above ``pos_threshold``
+       foreground (assigned to its best gt), otherwise ignored;
     2. low-quality matches (``min_pos_iou >= 0``, mmdet ``match_low_quality``): for every gt, the candidates with
        that gt's highest IoU (all ties) become foreground for that gt when the IoU is >= ``min_pos_iou``; a
        candidate that is best for several gts goes to the last of them, as mmdet's loop over gts does.
@@ -27,14 +27,19 @@ class MaxIoUMatcher:
                              f"got [{neg_threshold}, {pos_threshold}]")
         self.neg_threshold, self.pos_threshold, self.min_pos_iou = neg_threshold, pos_threshold, min_pos_iou
 
-    def __call__(self, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (matched gt index int64 [A], 0 where there is no gt; label int8 [A]: 1 fg, 0 bg, -1 ignored)."""
+    def __call__(self, iou: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (matched gt index int64 [A], 0 where there is no gt; label int8 [A]: 1 fg, 0 bg, -1 ignored).
+        Candidates where bool ``valid`` [A] is False take no part and are ignored."""
         num_gt, num = iou.shape
+        if valid is not None:
+            matched, labels = self(iou.masked_fill(~valid[None], -1.0))
+            labels[~valid] = -1
+            return matched, labels
         if num_gt == 0:
             return iou.new_zeros(num, dtype=torch.int64), iou.new_zeros(num, dtype=torch.int8)
         best, matched = iou.max(dim=0)
         labels = torch.full((num,), -1, dtype=torch.int8, device=iou.device)
-        labels[best < self.neg_threshold] = 0
+        labels[(best >= 0) & (best < self.neg_threshold)] = 0
         labels[best >= self.pos_threshold] = 1
         if self.min_pos_iou >= 0:
             gt_best = iou.max(dim=1).values[:, None]

@@ -68,9 +68,10 @@ class RetinaHead(nn.Module):
                    nms_thresh=r.NMS_THRESH_TEST, detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
 
     def forward(self, features: dict[str, torch.Tensor], image_sizes: list[tuple[int, int]],
-                gt_instances: list[Instances] | None = None) -> tuple[list[Instances], dict[str, torch.Tensor]]:
+                gt_instances: list[Instances] | None = None, padded_sizes: list[tuple[int, int]] | None = None
+                ) -> tuple[list[Instances], dict[str, torch.Tensor]]:
         """Returns (per-image detections at the input size, empty in training; losses, empty outside training).
-        ``gt_instances`` (gt_boxes, gt_classes per image) is required in training."""
+        Training needs ``gt_instances`` (gt_boxes, gt_classes per image) and ``padded_sizes`` (as RPNHead's)."""
         maps = [features[f] for f in self.in_features]
         logits, deltas = [], []
         for x in maps:
@@ -85,18 +86,21 @@ class RetinaHead(nn.Module):
             deltas.append(self.retina_reg(r).view(n, -1, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4))
         anchors = self.anchor_generator([m.shape[-2:] for m in maps])
         if self.training:
-            if gt_instances is None:
-                raise ValueError("RetinaHead needs gt_instances in training")
-            return [], self.losses(torch.cat(anchors), torch.cat(logits, 1), torch.cat(deltas, 1), gt_instances)
+            if gt_instances is None or padded_sizes is None:
+                raise ValueError("RetinaHead needs gt_instances and padded_sizes in training")
+            grid = [m.shape[-2:] for m in maps]
+            valid = [self.anchor_generator.valid(grid, size) for size in padded_sizes]
+            return [], self.losses(torch.cat(anchors), torch.cat(logits, 1), torch.cat(deltas, 1), gt_instances, valid)
         return self.detect(anchors, logits, deltas, image_sizes), {}
 
     def losses(self, anchors: torch.Tensor, logits: torch.Tensor, deltas: torch.Tensor,
-               gt_instances: list[Instances]) -> dict[str, torch.Tensor]:
-        """anchors [A, 4], logits [N, A, K], deltas [N, A, 4]."""
+               gt_instances: list[Instances], valid: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """anchors [A, 4], logits [N, A, K], deltas [N, A, 4], valid N x bool [A]."""
         labels, classes, targets = [], [], []
-        for t in gt_instances:
+        for t, ok in zip(gt_instances, valid):
             gt = t.gt_boxes
-            matched, label = self.matcher(box_iou(gt, anchors) if len(gt) else anchors.new_zeros((0, len(anchors))))
+            iou = box_iou(gt, anchors) if len(gt) else anchors.new_zeros((0, len(anchors)))
+            matched, label = self.matcher(iou, ok)
             labels.append(label)
             classes.append(t.gt_classes[matched] if len(gt) else matched)
             targets.append(gt[matched] if len(gt) else torch.zeros_like(anchors))

@@ -62,10 +62,12 @@ class RPNHead(nn.Module):
                    min_size=r.MIN_SIZE)
 
     def forward(self, features: dict[str, torch.Tensor], image_sizes: list[tuple[int, int]],
-                gt_boxes: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+                gt_boxes: list[torch.Tensor] | None = None, padded_sizes: list[tuple[int, int]] | None = None
+                ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         """Returns (proposals: per image [P_i, 4] XYXY, detached; losses, empty outside training).
 
-        ``gt_boxes`` (per image [G_i, 4]) is required in training."""
+        Training needs ``gt_boxes`` (per image [G_i, 4]) and ``padded_sizes`` (each image padded on its own to the
+        size divisibility): anchors beyond that are left out of its targets (mmdet valid flags)."""
         maps = [features[f] for f in self.in_features]
         logits, deltas = [], []
         for x in maps:
@@ -76,17 +78,20 @@ class RPNHead(nn.Module):
         anchors = self.anchor_generator([m.shape[-2:] for m in maps])
         losses = {}
         if self.training:
-            if gt_boxes is None:
-                raise ValueError("RPNHead needs gt_boxes in training")
-            losses = self.losses(torch.cat(anchors), torch.cat(logits, 1), torch.cat(deltas, 1), gt_boxes)
+            if gt_boxes is None or padded_sizes is None:
+                raise ValueError("RPNHead needs gt_boxes and padded_sizes in training")
+            grid = [m.shape[-2:] for m in maps]
+            valid = [self.anchor_generator.valid(grid, size) for size in padded_sizes]
+            losses = self.losses(torch.cat(anchors), torch.cat(logits, 1), torch.cat(deltas, 1), gt_boxes, valid)
         return self.proposals(anchors, logits, deltas, image_sizes), losses
 
-    def losses(self, anchors: torch.Tensor, logits: torch.Tensor, deltas: torch.Tensor,
-               gt_boxes: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """anchors [A, 4], logits [N, A], deltas [N, A, 4], gt_boxes N x [G_i, 4]."""
+    def losses(self, anchors: torch.Tensor, logits: torch.Tensor, deltas: torch.Tensor, gt_boxes: list[torch.Tensor],
+               valid: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """anchors [A, 4], logits [N, A], deltas [N, A, 4], gt_boxes N x [G_i, 4], valid N x bool [A]."""
         labels, targets = [], []
-        for gt in gt_boxes:
-            matched, label = self.matcher(box_iou(gt, anchors) if len(gt) else anchors.new_zeros((0, len(anchors))))
+        for gt, ok in zip(gt_boxes, valid):
+            iou = box_iou(gt, anchors) if len(gt) else anchors.new_zeros((0, len(anchors)))
+            matched, label = self.matcher(iou, ok)
             labels.append(label)
             targets.append(gt[matched] if len(gt) else torch.zeros_like(anchors))
         pos, neg = self.sampler(labels)

@@ -2,6 +2,8 @@
 the detections back to each input's original size (masks pasted at that size)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -76,6 +78,11 @@ class Detector(nn.Module):
             raise ValueError("MODEL.MASK_ON needs gt_masks in the training instances (annotations with "
                              "'segmentation'); set MODEL.MASK_ON False to train boxes only")
         return targets
+
+    def padded_sizes(self, images: ImageList) -> list[tuple[int, int]]:
+        """Each image's size padded on its own to ``size_divisibility`` (mmdet's per-image pad_shape)."""
+        d = max(self.size_divisibility, 1)
+        return [(math.ceil(h / d) * d, math.ceil(w / d) * d) for h, w in images.image_sizes]
 
     def extract(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.neck(self.backbone(images))

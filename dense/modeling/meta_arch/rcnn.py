@@ -42,7 +42,8 @@ class GeneralizedRCNN(Detector):
         features = self.extract(images.tensor)
         if self.training:
             targets = self.ground_truth(batched_inputs, masks=self.roi_head.mask_head is not None)
-            proposals, losses = self.rpn_head(features, images.image_sizes, [t.gt_boxes for t in targets])
+            proposals, losses = self.rpn_head(features, images.image_sizes, [t.gt_boxes for t in targets],
+                                              self.padded_sizes(images))
             losses.update(self.roi_head(features, proposals, images.image_sizes, targets)[1])
             return losses
         proposals, _ = self.rpn_head(features, images.image_sizes)

@@ -37,6 +37,7 @@ class RetinaNet(Detector):
         images = self.preprocess(batched_inputs)
         features = self.extract(images.tensor)
         if self.training:
-            return self.bbox_head(features, images.image_sizes, self.ground_truth(batched_inputs, masks=False))[1]
+            targets = self.ground_truth(batched_inputs, masks=False)
+            return self.bbox_head(features, images.image_sizes, targets, self.padded_sizes(images))[1]
         results, _ = self.bbox_head(features, images.image_sizes)
         return self.postprocess(results, batched_inputs)
