@@ -145,7 +145,7 @@ _C.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256  # anchors sampled per image for the los
 _C.MODEL.RPN.POSITIVE_FRACTION = 0.5  # most foreground share of the sampled anchors
 _C.MODEL.RPN.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  # delta weights (dx, dy, dw, dh) = 1 / mmdet target_stds
 _C.MODEL.RPN.SMOOTH_L1_BETA = 0.0  # box loss: 0 = L1 (mmdet, Detectron2); torchvision: smooth-L1 with 1/9
-_C.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 2000  # proposals kept per level before NMS in training (mmdet nms_pre)
+_C.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 2000  # proposals kept per level before NMS in training (mmdet nms_pre); 0 = all
 _C.MODEL.RPN.PRE_NMS_TOPK_TEST = 1000  # ... at inference
 _C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 1000  # proposals kept per image after NMS in training (mmdet max_per_img; torchvision 2000)
 _C.MODEL.RPN.POST_NMS_TOPK_TEST = 1000  # ... at inference

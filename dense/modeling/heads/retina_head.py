@@ -84,11 +84,11 @@ class RetinaHead(nn.Module):
             logits.append(self.retina_cls(c).view(n, -1, self.num_classes, h, w).permute(0, 3, 4, 1, 2)
                           .reshape(n, -1, self.num_classes))  # [N, H*W*A, K]
             deltas.append(self.retina_reg(r).view(n, -1, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4))
-        anchors = self.anchor_generator([m.shape[-2:] for m in maps])
+        grid = [m.shape[-2:] for m in maps]
+        anchors = self.anchor_generator(grid)
         if self.training:
             if gt_instances is None or padded_sizes is None:
                 raise ValueError("RetinaHead needs gt_instances and padded_sizes in training")
-            grid = [m.shape[-2:] for m in maps]
             valid = [self.anchor_generator.valid(grid, size) for size in padded_sizes]
             return [], self.losses(torch.cat(anchors), torch.cat(logits, 1), torch.cat(deltas, 1), gt_instances, valid)
         return self.detect(anchors, logits, deltas, image_sizes), {}

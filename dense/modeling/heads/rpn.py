@@ -75,12 +75,12 @@ class RPNHead(nn.Module):
             n, _, h, w = x.shape
             logits.append(self.rpn_cls(t).permute(0, 2, 3, 1).reshape(n, -1))  # [N, H*W*A]
             deltas.append(self.rpn_reg(t).view(n, -1, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4))
-        anchors = self.anchor_generator([m.shape[-2:] for m in maps])
+        grid = [m.shape[-2:] for m in maps]
+        anchors = self.anchor_generator(grid)
         losses = {}
         if self.training:
             if gt_boxes is None or padded_sizes is None:
                 raise ValueError("RPNHead needs gt_boxes and padded_sizes in training")
-            grid = [m.shape[-2:] for m in maps]
             valid = [self.anchor_generator.valid(grid, size) for size in padded_sizes]
             losses = self.losses(torch.cat(anchors), torch.cat(logits, 1), torch.cat(deltas, 1), gt_boxes, valid)
         return self.proposals(anchors, logits, deltas, image_sizes), losses
