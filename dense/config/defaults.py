@@ -138,12 +138,82 @@ _C.MODEL.AUX_HEAD.NORM = "BN"  # norm of its convs
 _C.MODEL.AUX_HEAD.DROPOUT = 0.1  # dropout before its classifier
 _C.MODEL.AUX_HEAD.LOSS_WEIGHT = 0.4  # weight of its cross-entropy loss
 
+# Detection (GeneralizedRCNN, RetinaNet): defaults reproduce mmdetection 2.x (configs/_base_/models/
+# mask_rcnn_r50_fpn.py, retinanet_r50_fpn.py); each comment names torchvision's value where it differs.
+_C.MODEL.MASK_ON = False  # GeneralizedRCNN: the mask branch (Mask R-CNN; the detection mapper then loads masks); False = Faster R-CNN
+
+_C.MODEL.ANCHOR_GENERATOR = CN()
+_C.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]  # sizes (sqrt of area, px) per level of the head's IN_FEATURES; one list = all levels
+_C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]  # height / width per level; one list = all levels (anchors are ratio-major, as mmdet)
+_C.MODEL.ANCHOR_GENERATOR.OCTAVE_BASE_SCALE = 0.0  # > 0: mmdet octave anchors stride * this * 2^(k / SCALES_PER_OCTAVE) replace SIZES (RetinaNet: 4)
+_C.MODEL.ANCHOR_GENERATOR.SCALES_PER_OCTAVE = 3  # k = 0 .. SCALES_PER_OCTAVE - 1 (torchvision truncates these sizes to integers)
+_C.MODEL.ANCHOR_GENERATOR.OFFSET = 0.0  # anchor centres at (cell + OFFSET) * stride (mmdet center_offset 0)
+_C.MODEL.ANCHOR_GENERATOR.ROUND = False  # round cell anchors to whole pixels (torchvision: True)
+
+_C.MODEL.RPN = CN()
+_C.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]  # FPN levels the RPN reads
+_C.MODEL.RPN.IOU_THRESHOLDS = [0.3, 0.7]  # anchors with best IoU below [0] are background, from [1] foreground, else ignored
+_C.MODEL.RPN.MIN_POS_IOU = 0.3  # each gt's best anchors become foreground when their IoU >= this (mmdet match_low_quality); < 0: off
+_C.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256  # anchors sampled per image for the losses
+_C.MODEL.RPN.POSITIVE_FRACTION = 0.5  # most foreground share of the sampled anchors
+_C.MODEL.RPN.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  # delta weights (dx, dy, dw, dh) = 1 / mmdet target_stds
+_C.MODEL.RPN.SMOOTH_L1_BETA = 0.0  # box loss: 0 = L1 (mmdet, Detectron2); torchvision: smooth-L1 with 1/9
+_C.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 2000  # proposals kept per level before NMS in training (mmdet nms_pre); 0 = all
+_C.MODEL.RPN.PRE_NMS_TOPK_TEST = 1000  # ... at inference
+_C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 1000  # proposals kept per image after NMS in training (mmdet max_per_img; torchvision 2000)
+_C.MODEL.RPN.POST_NMS_TOPK_TEST = 1000  # ... at inference
+_C.MODEL.RPN.NMS_THRESH = 0.7  # NMS IoU, within each level
+_C.MODEL.RPN.MIN_SIZE = 0.0  # proposals with a side <= this (px) are dropped (mmdet min_bbox_size)
+
+_C.MODEL.ROI_HEADS = CN()
+_C.MODEL.ROI_HEADS.NUM_CLASSES = 80  # object classes (no background)
+_C.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]  # FPN levels RoIs are pooled from
+_C.MODEL.ROI_HEADS.IOU_THRESHOLDS = [0.5, 0.5]  # [background below, foreground from]; one value = both
+_C.MODEL.ROI_HEADS.MIN_POS_IOU = 0.5  # low-quality matches as for the RPN (mmdet rcnn assigner); < 0: off
+_C.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512  # RoIs sampled per image
+_C.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25  # most foreground share of the sampled RoIs
+_C.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT = True  # add the ground-truth boxes to the proposals in training
+_C.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.05  # detections scoring at most this are dropped
+_C.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.5  # class-wise NMS IoU at inference
+
+_C.MODEL.ROI_BOX_HEAD = CN()
+_C.MODEL.ROI_BOX_HEAD.NUM_FC = 2  # shared fully connected layers (Shared2FCBBoxHead)
+_C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024  # their width
+_C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7  # RoIAlign output size
+_C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0  # samples per bin side, 0 = adaptive (mmdet, Detectron2); torchvision: 2
+_C.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIAlignV2"  # "ROIAlignV2": aligned (mmdet, Detectron2); "ROIAlign": unaligned (torchvision)
+_C.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # = 1 / mmdet target_stds (0.1, 0.1, 0.2, 0.2)
+_C.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA = 0.0  # box loss: 0 = L1 (mmdet, Detectron2); torchvision: 1/9
+
+_C.MODEL.ROI_MASK_HEAD = CN()
+_C.MODEL.ROI_MASK_HEAD.NUM_CONV = 4  # 3x3 convs before the upsampling (FCNMaskHead)
+_C.MODEL.ROI_MASK_HEAD.CONV_DIM = 256  # their width
+_C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14  # RoIAlign output size; masks are predicted at twice this
+_C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0  # as ROI_BOX_HEAD.POOLER_SAMPLING_RATIO
+_C.MODEL.ROI_MASK_HEAD.POOLER_TYPE = "ROIAlignV2"  # as ROI_BOX_HEAD.POOLER_TYPE
+_C.MODEL.ROI_MASK_HEAD.MASK_THRESHOLD = 0.5  # pasted mask probabilities >= this are foreground (mmdet mask_thr_binary)
+
+_C.MODEL.RETINANET = CN()
+_C.MODEL.RETINANET.NUM_CLASSES = 80  # object classes
+_C.MODEL.RETINANET.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]  # FPN levels the head reads
+_C.MODEL.RETINANET.NUM_CONVS = 4  # 3x3 convs in each of the class and box towers
+_C.MODEL.RETINANET.IOU_THRESHOLDS = [0.4, 0.5]  # [background below, foreground from]
+_C.MODEL.RETINANET.MIN_POS_IOU = 0.0  # low-quality matches as for the RPN (mmdet RetinaNet: 0); < 0: off
+_C.MODEL.RETINANET.PRIOR_PROB = 0.01  # initial foreground probability of every class logit
+_C.MODEL.RETINANET.FOCAL_LOSS_ALPHA = 0.25  # focal loss alpha
+_C.MODEL.RETINANET.FOCAL_LOSS_GAMMA = 2.0  # focal loss gamma
+_C.MODEL.RETINANET.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  # delta weights = 1 / mmdet target_stds
+_C.MODEL.RETINANET.SMOOTH_L1_LOSS_BETA = 0.0  # box loss: 0 = L1 (mmdet); Detectron2 0.1; torchvision L1 too
+_C.MODEL.RETINANET.SCORE_THRESH_TEST = 0.05  # (anchor, class) pairs scoring at most this are dropped
+_C.MODEL.RETINANET.TOPK_CANDIDATES_TEST = 1000  # best pairs kept per level before NMS (mmdet nms_pre)
+_C.MODEL.RETINANET.NMS_THRESH_TEST = 0.5  # class-wise NMS IoU
+
 # ---------------------------------------------------------------------------------------------
 # Input pipeline
 # ---------------------------------------------------------------------------------------------
 _C.INPUT = CN()
 _C.INPUT.FORMAT = "RGB"  # channel order of model inputs: "RGB" or "BGR"
-_C.INPUT.DATASET_MAPPER_NAME = "semantic"  # name in DATASET_MAPPER_REGISTRY: "semantic", "instance", ...
+_C.INPUT.DATASET_MAPPER_NAME = "semantic"  # name in DATASET_MAPPER_REGISTRY: "semantic", "instance", "detection", ...
 # Training resize. "ratio_range": mmseg Resize(img_scale=(MAX_SIZE, MIN_SIZE), ratio_range); "choice" /
 # "range": Detectron2 ResizeShortestEdge over MIN_SIZE_TRAIN with long side capped at MAX_SIZE_TRAIN.
 _C.INPUT.MIN_SIZE_TRAIN = (512,)  # short-side target(s) in pixels
@@ -156,6 +226,10 @@ _C.INPUT.CROP = CN()
 _C.INPUT.CROP.ENABLED = True  # random crop after resize
 _C.INPUT.CROP.SIZE = (512, 512)  # crop (height, width); the image is padded when smaller (mmseg Pad)
 _C.INPUT.CROP.CAT_MAX_RATIO = 0.75  # retry a crop (10 times) when one class covers more than this share
+_C.INPUT.CROP.TYPE = "absolute"  # "absolute": a SIZE (h, w) window; "absolute_range" (detection): h, w each uniform in [SIZE[0], SIZE[1]]
+_C.INPUT.CROP.PROB = 1.0  # detection: chance of the crop branch (DETR-style AutoAugment: 0.5, else only the resize); semantic pipelines always crop
+_C.INPUT.CROP.RESIZE_BEFORE = ()  # detection: short sides (one drawn, long side <= MAX_SIZE_TRAIN) to resize to before the crop (DETR: 400, 500, 600)
+_C.INPUT.FINAL_CROP_SIZE = ()  # detection: a random crop to at most (h, w) after the resize (ViT-Adapter: 1024, 1024); empty = none
 _C.INPUT.FLIP_PROB = 0.5  # horizontal flip probability
 _C.INPUT.COLOR_AUG = True  # mmseg PhotoMetricDistortion (brightness, contrast, saturation, hue)
 _C.INPUT.SIZE_DIVISIBILITY = -1  # pad batched images to a multiple of this; -1 = the backbone's requirement
@@ -170,7 +244,7 @@ _C.DATASETS.TEST = ()  # registered dataset names to evaluate on
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 2  # data-loading worker processes per training process
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True  # drop training images without instance annotations
-_C.DATALOADER.ASPECT_RATIO_GROUPING = False  # batch images of similar aspect ratio together
+_C.DATALOADER.ASPECT_RATIO_GROUPING = False  # batches of one orientation (width > height or not; mmdet GroupSampler), exactly resumable
 _C.DATALOADER.ON_BAD_SAMPLE = "error"  # training: "error" stops at a missing label / corrupt image / bad label, "skip" counts and skips it
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +299,7 @@ _C.TEST.AUG = CN()
 _C.TEST.AUG.ENABLED = False  # multi-scale (+ flip) test-time augmentation: average of softmax probabilities
 _C.TEST.AUG.RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # image scale factors (mmseg aug-test)
 _C.TEST.AUG.FLIP = True  # also evaluate the horizontally flipped image at every ratio
-_C.TEST.DETECTIONS_PER_IMAGE = 100  # max detections per image for instance models
+_C.TEST.DETECTIONS_PER_IMAGE = 100  # max detections per image for instance models (mmdet / Detectron2 100; torchvision RetinaNet 300)
 
 # ---------------------------------------------------------------------------------------------
 # Misc

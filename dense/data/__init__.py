@@ -2,8 +2,9 @@ from .catalog import DatasetCatalog, Metadata, MetadataCatalog
 from . import datasets  # noqa: F401  (registers the built-in datasets)
 from .build import build_test_loader, build_train_loader, get_dataset_dicts
 from .io import BadSampleError, read_image, read_sem_seg
-from .mappers import DATASET_MAPPER_REGISTRY, InstanceDatasetMapper, SemSegDatasetMapper, build_mapper
+from .mappers import (DATASET_MAPPER_REGISTRY, DetectionDatasetMapper, InstanceDatasetMapper, SemSegDatasetMapper,
+                      build_mapper)
 
 __all__ = ["DATASET_MAPPER_REGISTRY", "build_mapper", "DatasetCatalog", "MetadataCatalog", "Metadata", "build_train_loader", "build_test_loader",
            "get_dataset_dicts", "BadSampleError", "read_image", "read_sem_seg", "SemSegDatasetMapper",
-           "InstanceDatasetMapper"]
+           "InstanceDatasetMapper", "DetectionDatasetMapper"]

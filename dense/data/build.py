@@ -12,19 +12,23 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from ..utils import comm
 from .catalog import DatasetCatalog
+from .annotations import check_instance_annotations
 from .io import BadSampleError
-from .samplers import InferenceSampler, TrainingSampler
+from .samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
 
 __all__ = ["get_dataset_dicts", "MapDataset", "build_train_loader", "build_test_loader", "trivial_batch_collator"]
 
 logger = logging.getLogger(__name__)
 
 
-def get_dataset_dicts(names, filter_empty: bool = False, on_bad_sample: str = "error") -> list[dict]:
+def get_dataset_dicts(names, filter_empty: bool = False, on_bad_sample: str = "error",
+                      check_annotations: bool = False) -> list[dict]:
     """Concatenate the records of the registered datasets ``names`` (a list/tuple of strings).
 
     Records whose label file does not exist are an error naming them (``on_bad_sample="error"``) or are
-    dropped and counted (``"skip"``). ``filter_empty`` drops images without usable instance annotations.
+    dropped and counted (``"skip"``). ``check_annotations`` validates instance annotations the same way (malformed
+    polygons, degenerate boxes: see :func:`check_instance_annotations`). ``filter_empty`` then drops images
+    without usable instance annotations.
     """
     if isinstance(names, str):
         raise TypeError(f"Dataset names must be a list or tuple, got the string '{names}'. "
@@ -42,6 +46,8 @@ def get_dataset_dicts(names, filter_empty: bool = False, on_bad_sample: str = "e
         missing_set = set(missing)
         records = [r for r in records if r.get("sem_seg_file_name") not in missing_set]
         logger.warning(f"Skipped {len(missing)} images of {list(names)} without a label file ({len(records)} left)")
+    if check_annotations:
+        records = check_instance_annotations(records, on_bad_sample)
     if filter_empty:
         before = len(records)
         records = [r for r in records if "annotations" not in r or any(not a.get("iscrowd", 0) for a in r["annotations"])]
@@ -114,9 +120,15 @@ def build_train_loader(cfg, mapper: Callable[[dict], dict], seed: int, start_ite
     policy = cfg.DATALOADER.ON_BAD_SAMPLE
     if records is None:
         records = get_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-                                    on_bad_sample=policy)
-    sampler = TrainingSampler(len(records), shuffle=True, seed=seed, start=start_iter * total)
-    batch_sampler = BatchSampler(sampler, total // world, drop_last=True)
+                                    on_bad_sample=policy, check_annotations=True)
+    if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
+        if any("height" not in r or "width" not in r for r in records):
+            raise ValueError("DATALOADER.ASPECT_RATIO_GROUPING needs 'height' and 'width' in every record (COCO-style "
+                             "datasets have them); set it False for this dataset")
+        batch_sampler = GroupedBatchSampler([int(r["width"] > r["height"]) for r in records], total, seed, start_iter)
+    else:
+        sampler = TrainingSampler(len(records), shuffle=True, seed=seed, start=start_iter * total)
+        batch_sampler = BatchSampler(sampler, total // world, drop_last=True)
     return DataLoader(MapDataset(records, mapper, policy), batch_sampler=batch_sampler, collate_fn=trivial_batch_collator,
                       num_workers=cfg.DATALOADER.NUM_WORKERS, worker_init_fn=_worker_init,
                       persistent_workers=cfg.DATALOADER.NUM_WORKERS > 0)

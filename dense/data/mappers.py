@@ -16,9 +16,10 @@ from torchvision import tv_tensors
 from ..structures import Instances
 from ..utils.registry import register_as
 from .io import BadSampleError, read_image, read_sem_seg
-from .transforms import build_transforms
+from .transforms import build_detection_transforms, build_transforms
 
-__all__ = ["DATASET_MAPPER_REGISTRY", "build_mapper", "SemSegDatasetMapper", "InstanceDatasetMapper"]
+__all__ = ["DATASET_MAPPER_REGISTRY", "build_mapper", "SemSegDatasetMapper", "InstanceDatasetMapper",
+           "DetectionDatasetMapper"]
 
 DATASET_MAPPER_REGISTRY = Registry("DATASET_MAPPER")
 DATASET_MAPPER_REGISTRY.__doc__ = """
@@ -147,3 +148,24 @@ class InstanceDatasetMapper:
                 inst.gt_masks = sample["masks"].as_subclass(torch.Tensor)[keep].bool()
             record["instances"] = inst
         return record
+
+
+@register_as(DATASET_MAPPER_REGISTRY, "detection")
+class DetectionDatasetMapper(InstanceDatasetMapper):
+    """COCO-style records -> image + Instances for GeneralizedRCNN and RetinaNet, with the papers' mmdet pipelines
+    (:func:`build_detection_transforms`: single-scale, multi-scale, DETR-style crop policy). Masks are loaded with
+    MODEL.MASK_ON only."""
+
+    def __init__(self, cfg, is_train: bool = True):
+        self.is_train = is_train
+        self.transforms = build_detection_transforms(cfg, is_train)
+        self.image_format = cfg.INPUT.FORMAT
+        self.use_masks = cfg.MODEL.MASK_ON
+
+    def __call__(self, record: dict) -> dict:
+        if self.is_train and self.use_masks:
+            bare = [a for a in record.get("annotations", []) if "segmentation" not in a and not a.get("iscrowd", 0)]
+            if bare:
+                raise BadSampleError(f"{len(bare)} annotations of '{record['file_name']}' have no 'segmentation': "
+                                     f"MODEL.MASK_ON needs masks (set it False to train boxes only)")
+        return super().__call__(record)

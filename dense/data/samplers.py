@@ -9,7 +9,7 @@ from torch.utils.data import Sampler
 
 from ..utils import comm
 
-__all__ = ["TrainingSampler", "InferenceSampler", "sample_seed"]
+__all__ = ["TrainingSampler", "GroupedBatchSampler", "InferenceSampler", "sample_seed"]
 
 
 def sample_seed(seed: int, position: int) -> int:
@@ -49,6 +49,38 @@ class TrainingSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         yield from itertools.islice(self._global_stream(self._start + self._rank), 0, None, self._world)
+
+
+class GroupedBatchSampler(Sampler):
+    """Batches of images of one aspect group (mmdet GroupSampler, Detectron2 AspectRatioGroupedDataset), exact on
+    resume.
+
+    The global stream of :class:`TrainingSampler` is dealt into one bucket per group (``group_ids[index]``, e.g.
+    1 = landscape, 0 = portrait); each bucket that reaches ``total_batch`` items becomes the next global batch, of
+    which process r takes items r, r + world_size, ... . The batches are a function of ``seed`` alone: a run
+    started at iteration ``start_iter`` replays the stream's indices (no image is read) and skips that many
+    batches, so it sees exactly the batches, and augmentation seeds, an uninterrupted run sees from there.
+    """
+
+    def __init__(self, group_ids: list[int], total_batch: int, seed: int = 0, start_iter: int = 0):
+        world = comm.get_world_size()
+        if total_batch % world:
+            raise ValueError(f"The batch ({total_batch}) must be divisible by the number of processes ({world})")
+        self._groups, self._total, self._seed, self._start = list(group_ids), total_batch, int(seed), int(start_iter)
+        self._rank, self._world = comm.get_rank(), world
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        buckets: dict[int, list[tuple[int, int]]] = {}
+        batches = 0
+        for item in TrainingSampler(len(self._groups), seed=self._seed)._global_stream(0):
+            group = self._groups[item[0]]
+            bucket = buckets.setdefault(group, [])
+            bucket.append(item)
+            if len(bucket) == self._total:
+                if batches >= self._start:
+                    yield bucket[self._rank::self._world]
+                batches += 1
+                buckets[group] = []
 
 
 class InferenceSampler(Sampler):

@@ -16,8 +16,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-__all__ = ["Compose", "ResizeRatioRange", "ResizeShortestEdge", "RandomCropCatMax", "RandomFlip",
-           "PhotoMetricDistortion", "build_transforms"]
+__all__ = ["Compose", "ResizeRatioRange", "ResizeShortestEdge", "RandomCropCatMax", "RandomCropRange", "RandomEither",
+           "RandomFlip", "PhotoMetricDistortion", "build_transforms", "build_detection_transforms"]
 
 
 def _uniform(low: float, high: float) -> float:
@@ -164,21 +164,91 @@ class PhotoMetricDistortion:
         return dict(sample, image=tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)))
 
 
-def build_transforms(cfg, is_train: bool) -> Compose:
-    """The augmentation pipeline named by cfg.INPUT for training, or the test-time resize."""
-    inp = cfg.INPUT
-    if not is_train:
-        return Compose([ResizeShortestEdge((inp.MIN_SIZE_TEST,), inp.MAX_SIZE_TEST)] if inp.MIN_SIZE_TEST > 0 else [])
+class RandomCropRange:
+    """mmdet ``RandomCrop`` with ``crop_type`` "absolute" (a window of min(h, size[0]) x min(w, size[1])) or
+    "absolute_range" (height and width each a uniform integer in [min(side, size[0]), min(side, size[1])]), at a
+    uniform position. Boxes are shifted and clipped to the window; the mapper drops those left empty and keeps a
+    crop that lost every box (mmdet ``allow_negative_crop=True``)."""
+
+    def __init__(self, crop_type: str, size: tuple[int, int]):
+        if crop_type not in ("absolute", "absolute_range"):
+            raise ValueError(f"INPUT.CROP.TYPE must be 'absolute' or 'absolute_range' for detection, got '{crop_type}'")
+        if crop_type == "absolute_range" and size[0] > size[1]:
+            raise ValueError(f"INPUT.CROP.SIZE must be (min, max) for 'absolute_range', got {tuple(size)}")
+        self.crop_type, self.size = crop_type, tuple(int(v) for v in size)
+
+    def __call__(self, sample: dict) -> dict:
+        h, w = _size(sample)
+        if self.crop_type == "absolute":
+            ch, cw = min(self.size[0], h), min(self.size[1], w)
+        else:
+            ch = _randint(min(h, self.size[0]), min(h, self.size[1]) + 1)
+            cw = _randint(min(w, self.size[0]), min(w, self.size[1]) + 1)
+        top, left = _randint(0, h - ch + 1), _randint(0, w - cw + 1)
+        return {k: TF.crop(v, top, left, ch, cw) for k, v in sample.items()}
+
+
+class RandomEither:
+    """``first`` with probability ``prob``, else ``second`` (mmdet ``AutoAugment`` over two policies: prob 0.5)."""
+
+    def __init__(self, first: Compose, second: Compose, prob: float):
+        self.first, self.second, self.prob = first, second, prob
+
+    def __call__(self, sample: dict) -> dict:
+        return self.first(sample) if _uniform(0, 1) < self.prob else self.second(sample)
+
+
+def _train_resize(inp):
+    """The training resize named by INPUT.MIN_SIZE_TRAIN_SAMPLING."""
     if inp.MIN_SIZE_TRAIN_SAMPLING == "ratio_range":
         if len(inp.MIN_SIZE_TRAIN) != 1:
             raise ValueError("INPUT.MIN_SIZE_TRAIN must hold one size with MIN_SIZE_TRAIN_SAMPLING 'ratio_range'")
-        augs = [ResizeRatioRange(inp.MAX_SIZE_TRAIN, inp.MIN_SIZE_TRAIN[0], tuple(inp.RESIZE_RATIO_RANGE))]
-    else:
-        augs = [ResizeShortestEdge(inp.MIN_SIZE_TRAIN, inp.MAX_SIZE_TRAIN, inp.MIN_SIZE_TRAIN_SAMPLING)]
+        return ResizeRatioRange(inp.MAX_SIZE_TRAIN, inp.MIN_SIZE_TRAIN[0], tuple(inp.RESIZE_RATIO_RANGE))
+    return ResizeShortestEdge(inp.MIN_SIZE_TRAIN, inp.MAX_SIZE_TRAIN, inp.MIN_SIZE_TRAIN_SAMPLING)
+
+
+def _test_resize(inp) -> Compose:
+    return Compose([ResizeShortestEdge((inp.MIN_SIZE_TEST,), inp.MAX_SIZE_TEST)] if inp.MIN_SIZE_TEST > 0 else [])
+
+
+def build_transforms(cfg, is_train: bool) -> Compose:
+    """The semantic-segmentation pipeline named by cfg.INPUT for training (mmseg: resize, crop with
+    CAT_MAX_RATIO, flip, photometric distortion), or the test-time resize."""
+    inp = cfg.INPUT
+    if not is_train:
+        return _test_resize(inp)
+    augs = [_train_resize(inp)]
     if inp.CROP.ENABLED:
+        if inp.CROP.TYPE != "absolute":
+            raise ValueError(f"INPUT.CROP.TYPE '{inp.CROP.TYPE}' is for the detection mapper; semantic pipelines crop "
+                             f"an 'absolute' INPUT.CROP.SIZE window")
         augs.append(RandomCropCatMax(inp.CROP.SIZE, inp.CROP.CAT_MAX_RATIO, cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE))
     if inp.FLIP_PROB > 0:
         augs.append(RandomFlip(inp.FLIP_PROB))
     if inp.COLOR_AUG:
         augs.append(PhotoMetricDistortion())
+    return Compose(augs)
+
+
+def build_detection_transforms(cfg, is_train: bool) -> Compose:
+    """The detection pipelines of the papers' mmdet configs, from cfg.INPUT, or the test-time resize.
+
+    Training: flip (FLIP_PROB), then the resize (MIN_SIZE_TRAIN, MAX_SIZE_TRAIN: single-scale 1333 x 800 or the
+    multi-scale short side 480-800 step 32); with CROP.ENABLED, DETR-style AutoAugment: with probability CROP.PROB
+    the image is first resized to a short side from CROP.RESIZE_BEFORE and randomly cropped (CROP.TYPE, CROP.SIZE)
+    before that resize; last, a random crop to at most FINAL_CROP_SIZE (ViT-Adapter's 1024 x 1024) when set.
+    """
+    inp = cfg.INPUT
+    if not is_train:
+        return _test_resize(inp)
+    augs = [RandomFlip(inp.FLIP_PROB)] if inp.FLIP_PROB > 0 else []
+    resize = _train_resize(inp)
+    if inp.CROP.ENABLED:
+        crop = [ResizeShortestEdge(inp.CROP.RESIZE_BEFORE, inp.MAX_SIZE_TRAIN)] if inp.CROP.RESIZE_BEFORE else []
+        crop += [RandomCropRange(inp.CROP.TYPE, inp.CROP.SIZE), resize]
+        augs.append(RandomEither(Compose(crop), Compose([resize]), inp.CROP.PROB))
+    else:
+        augs.append(resize)
+    if inp.FINAL_CROP_SIZE:
+        augs.append(RandomCropRange("absolute", inp.FINAL_CROP_SIZE))
     return Compose(augs)

@@ -5,6 +5,8 @@ that released mmseg/mmdet checkpoints map onto dense modules key for key.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,7 +14,11 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from ..utils import comm
 
-__all__ = ["drop_path_rates", "get_norm", "freeze_batchnorm", "norm_attr_name", "ConvNormAct", "Upsample", "resize"]
+if TYPE_CHECKING:
+    from .backbone.backbone import ShapeSpec
+
+__all__ = ["drop_path_rates", "get_norm", "freeze_batchnorm", "norm_attr_name", "ConvNormAct", "Upsample", "resize",
+           "shared_channels"]
 
 
 def drop_path_rates(rate: float, n: int) -> list[float]:
@@ -113,3 +119,16 @@ class Upsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = (int(x.shape[-2] * self.scale_factor), int(x.shape[-1] * self.scale_factor))
         return resize(x, size, self.mode, self.align_corners)
+
+
+def shared_channels(input_shape: dict[str, ShapeSpec], in_features: list[str], key: str) -> int:
+    """The channel count the levels ``in_features`` of ``input_shape`` share (a head shared over levels needs one);
+    ``key`` is the config key that names them, for the errors."""
+    missing = [f for f in in_features if f not in input_shape]
+    if missing:
+        raise ValueError(f"{key} {missing} are not produced by the neck (it provides {list(input_shape)}); "
+                         f"check MODEL.FPN.NUM_OUTS / START_LEVEL")
+    channels = {input_shape[f].channels for f in in_features}
+    if len(channels) != 1:
+        raise ValueError(f"{key}: the levels must have one channel count, got {sorted(channels)}")
+    return channels.pop()

@@ -59,8 +59,34 @@ DENSE_OP_HANDLES = {
 }
 
 
+def _tensors(x: Any):
+    """Every tensor inside nested dicts / lists / tuples / Instances, in order."""
+    if isinstance(x, torch.Tensor):
+        yield x
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _tensors(v)
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            yield from _tensors(v)
+    elif hasattr(x, "get_fields"):  # Instances
+        yield from _tensors(x.get_fields())
+
+
+class _TensorOutputs(torch.nn.Module):
+    """The model with its outputs flattened to a tuple of tensors: tracing accepts no Instances."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs: Any) -> tuple[torch.Tensor, ...]:
+        return tuple(_tensors(self.model(*inputs)))
+
+
 def flop_count(model: torch.nn.Module, inputs: tuple) -> tuple[float, Counter]:
-    """(total multiply-adds, {operator: count} of operators fvcore could not count)."""
-    analysis = FlopCountAnalysis(model, inputs).set_op_handle(**DENSE_OP_HANDLES)
+    """(total multiply-adds, {operator: count} of operators fvcore could not count). Detection models are counted
+    end to end at inference: proposals, RoI heads on the detections and the mask paste-back included."""
+    analysis = FlopCountAnalysis(_TensorOutputs(model), inputs).set_op_handle(**DENSE_OP_HANDLES)
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     return float(analysis.total()), Counter(analysis.unsupported_ops())

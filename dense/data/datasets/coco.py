@@ -7,9 +7,20 @@ import logging
 import os
 
 from ..catalog import DatasetCatalog, MetadataCatalog
-from .sem_seg import require_dir
+from .builtin_meta import COCO_STUFF_CLASSES
+from .sem_seg import dataset_root, require_dir
 
-__all__ = ["load_coco_json", "register_coco_instances"]
+__all__ = ["load_coco_json", "register_coco_instances", "COCO_THING_CLASSES", "COCO_INSTANCE_SPLITS"]
+
+COCO_THING_CLASSES = COCO_STUFF_CLASSES[:80]  # the 80 COCO object classes, in category-id order
+# built-in COCO instance datasets: name -> (image folder, annotation file) under $DENSE_DATASETS/coco
+COCO_INSTANCE_SPLITS = {"coco_2017_train": ("train2017", "instances_train2017.json"),
+                        "coco_2017_val": ("val2017", "instances_val2017.json")}
+_COCO_LAYOUT = """  coco/
+    train2017/*.jpg
+    val2017/*.jpg
+    annotations/instances_train2017.json
+    annotations/instances_val2017.json"""
 
 logger = logging.getLogger(__name__)
 
@@ -18,8 +29,8 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: str | None = N
     """Read a COCO instances json into dense records.
 
     Each record: ``file_name``, ``height``, ``width``, ``image_id`` and ``annotations``, a list of
-    ``{"bbox": [x0, y0, x1, y1] absolute XYXY, "category_id": contiguous id, "segmentation": polygons
-    or RLE, "iscrowd": 0/1}``. When ``dataset_name`` is given its metadata receives ``thing_classes``
+    ``{"id": annotation id, "bbox": [x0, y0, x1, y1] absolute XYXY, "category_id": contiguous id, "segmentation":
+    polygons or RLE, "iscrowd": 0/1}``. When ``dataset_name`` is given its metadata receives ``thing_classes``
     and ``thing_dataset_id_to_contiguous_id``.
     """
     from pycocotools.coco import COCO
@@ -41,7 +52,7 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: str | None = N
         anns = []
         for ann in coco.imgToAnns.get(img_id, []):
             x, y, w, h = ann["bbox"]
-            obj = {"bbox": [x, y, x + w, y + h], "category_id": id_map[ann["category_id"]],
+            obj = {"id": ann.get("id"), "bbox": [x, y, x + w, y + h], "category_id": id_map[ann["category_id"]],
                    "iscrowd": ann.get("iscrowd", 0)}
             if "segmentation" in ann:
                 obj["segmentation"] = ann["segmentation"]
@@ -56,3 +67,24 @@ def register_coco_instances(name: str, metadata: dict, json_file: str, image_roo
     """Register a COCO-json instance dataset under ``name``."""
     DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
     MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata)
+
+
+def _load_builtin_coco(name: str) -> list[dict]:
+    image_dir, json_name = COCO_INSTANCE_SPLITS[name]
+    root = os.path.join(dataset_root(), "coco")
+    json_file = os.path.join(root, "annotations", json_name)
+    if not os.path.isfile(json_file):
+        raise FileNotFoundError(f"COCO annotation file '{json_file}' does not exist. Expected layout under "
+                                f"$DENSE_DATASETS (now '{dataset_root()}'):\n{_COCO_LAYOUT}")
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=os.path.join(root, image_dir))
+    return load_coco_json(json_file, os.path.join(root, image_dir), name)
+
+
+def _register_builtin() -> None:
+    """COCO 2017 instances (``coco_2017_train``, ``coco_2017_val``); nothing is read until a dataset is used."""
+    for name in COCO_INSTANCE_SPLITS:
+        DatasetCatalog.register(name, lambda n=name: _load_builtin_coco(n))
+        MetadataCatalog.get(name).set(thing_classes=list(COCO_THING_CLASSES), evaluator_type="coco")
+
+
+_register_builtin()

@@ -195,8 +195,9 @@ class DAT(Backbone):
             nn.Sequential(nn.Conv2d(dims[i], dims[i + 1], 3, 2, 1, bias=False), LayerNormProxy(dims[i + 1]))
             for i in range(3)
         )
-        self.norms = nn.ModuleList(LayerNormProxy(d) for d in dims)
         names = ["res2", "res3", "res4", "res5"]
+        # a level that is not returned has no norm, as upstream (RetinaNet checkpoints lack backbone.norms.0)
+        self.norms = nn.ModuleList(LayerNormProxy(d) if n in out_features else nn.Identity() for n, d in zip(names, dims))
         self._out_features = list(out_features)
         self._out_feature_channels = dict(zip(names, dims))
         self._out_feature_strides = {n: 4 * 2**i for i, n in enumerate(names)}

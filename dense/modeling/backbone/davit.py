@@ -4,7 +4,7 @@ Built on timm's DaVit (``timm.models.davit``), which reproduces the official den
 (dingmyu/davit, mmdet/mmseg ``DaViT``) on the golden data, plus what the dense form adds:
 
 - ``norm0..norm3``: a LayerNorm (eps 1e-5, as official; timm's LayerNorm2d default is 1e-6) on every
-  returned level;
+  returned level (and only on those: the authors removed norm0 for their RetinaNet, which reads res3-res5);
 - the official stochastic-depth schedule: linspace(0, rate, 2 * sum(depths)) over the spatial and channel
   sub-blocks (timm uses one rate per dual block).
 
@@ -39,9 +39,10 @@ class DaViT(Backbone):
                          channel_attn_v2=False, num_classes=0)
         self.stem, self.stages = net.stem, net.stages
         self._set_drop_path(drop_path_rate)
-        for i, dim in enumerate(embed_dims):
-            self.add_module(f"norm{i}", LayerNorm2d(dim, eps=1e-5))
         names = ["res2", "res3", "res4", "res5"]
+        for i, dim in enumerate(embed_dims):  # returned levels only: the RetinaNet releases have no norm0
+            if names[i] in out_features:
+                self.add_module(f"norm{i}", LayerNorm2d(dim, eps=1e-5))
         self._out_features = list(out_features)
         self._out_feature_channels = dict(zip(names, embed_dims))
         self._out_feature_strides = {n: 4 * 2**i for i, n in enumerate(names)}
