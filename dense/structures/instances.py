@@ -36,7 +36,9 @@ class Instances:
             self.set(name, value)
 
     def __getattr__(self, name: str) -> Any:
-        if name == "_fields" or name not in self._fields:
+        if name.startswith("_"):  # private names (e.g. _fields while unpickling) are never fields
+            raise AttributeError(name)
+        if name not in self._fields:
             raise AttributeError(f"Instances has no field '{name}'; it has {list(self._fields)}")
         return self._fields[name]
 

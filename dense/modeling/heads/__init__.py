@@ -1,8 +1,9 @@
 from .build import SEM_SEG_HEAD_REGISTRY, DecodeHead, build_aux_head, build_sem_seg_head, head_config
 from .fcn import FCNHead
 from .ham import LightHamHead
+from .mask2former import Mask2FormerHead
 from .sem_fpn import FPNHead
 from .upernet import UPerHead
 
 __all__ = ["SEM_SEG_HEAD_REGISTRY", "DecodeHead", "build_aux_head", "build_sem_seg_head", "head_config", "FCNHead",
-           "LightHamHead", "FPNHead", "UPerHead"]
+           "LightHamHead", "Mask2FormerHead", "FPNHead", "UPerHead"]
