@@ -134,7 +134,8 @@ def test_criterion_equals_reference():
     g = torch.Generator().manual_seed(3)
 
     def prediction():
-        return {"pred_logits": torch.randn(2, q, k + 1, generator=g), "pred_masks": torch.randn(2, q, 6, 5, generator=g) * 3}
+        return {"pred_logits": torch.randn(2, q, k + 1, generator=g),
+                "pred_masks": torch.randn(2, q, 6, 5, generator=g) * 3}
 
     outputs = prediction()
     outputs["aux_outputs"] = [prediction(), prediction()]
@@ -185,7 +186,8 @@ def _hand_built_panoptic():
     pred[6:, 0:4] = 2
     pred[6:, 4] = 4
     pred[6:, 5:] = 3
-    gt_segments = [{"id": 1, "category_id": 0, "iscrowd": 0, "area": 50}, {"id": 2, "category_id": 1, "iscrowd": 0, "area": 25},
+    gt_segments = [{"id": 1, "category_id": 0, "iscrowd": 0, "area": 50},
+                   {"id": 2, "category_id": 1, "iscrowd": 0, "area": 25},
                    {"id": 3, "category_id": 1, "iscrowd": 1, "area": 15}]
     pred_segments = [{"id": 1, "category_id": 0}, {"id": 2, "category_id": 1}, {"id": 3, "category_id": 1},
                      {"id": 4, "category_id": 2}]
@@ -455,10 +457,11 @@ def _mmseg_head_keys(model) -> dict[str, tuple]:
     return keys
 
 
-def test_released_vit_adapter_mask2former_zip_loads(tmp_path):
+@pytest.mark.parametrize("head_prefix", ["decode_head.", "panoptic_head."])
+def test_released_vit_adapter_mask2former_zip_loads(tmp_path, head_prefix):
     """A stand-in mask2former_beit_adapter_base_512_40k_cocostuff10k release (mmseg layout: state_dict with
     backbone.* and decode_head.*, meta; shipped as a .zip) loads through MODEL.WEIGHTS' path with nothing missing,
-    unexpected or dropped, and every tensor lands where the key says."""
+    unexpected or dropped, and every tensor lands where the key says; so does the mmdet layout (panoptic_head.*)."""
     cfg = _cfg("configs/coco_stuff10k/mask2former/vit_adapter_base_beit_512_40k.yaml")
     model = build_model(cfg)
     table_file = os.path.join(KEYS_DIR or "", "vit_adapter_keys.json")
@@ -471,7 +474,7 @@ def test_released_vit_adapter_mask2former_zip_loads(tmp_path):
     g = torch.Generator().manual_seed(0)
     sd = {"backbone." + k: torch.zeros(s, dtype=torch.int64) if "int" in dtype else torch.randn(s, generator=g)
           for k, (s, dtype) in backbone.items()}
-    sd.update({"decode_head." + k: torch.randn(s, generator=g) for k, s in _mmseg_head_keys(model).items()})
+    sd.update({head_prefix + k: torch.randn(s, generator=g) for k, s in _mmseg_head_keys(model).items()})
     pth = tmp_path / "mask2former_beit_adapter_base_512_40k_cocostuff10k.pth"
     torch.save({"state_dict": sd, "meta": {"mmcv_version": "1.4.2"}}, pth)
     with zipfile.ZipFile(tmp_path / "release.zip", "w") as z:
@@ -483,10 +486,10 @@ def test_released_vit_adapter_mask2former_zip_loads(tmp_path):
     assert set(r.dropped) <= {k for k in sd if k.endswith("relative_position_index")}, r.summary()
     own = model.state_dict()
     for key in _mmseg_head_keys(model):
-        torch.testing.assert_close(own["sem_seg_head." + key], sd["decode_head." + key])
+        torch.testing.assert_close(own["sem_seg_head." + key], sd[head_prefix + key])
 
 
-def _to_detectron2(key: str, num_blocks: dict) -> str:
+def _to_detectron2(key: str) -> str:
     """dense (torchvision ResNet + mmseg head) key -> Detectron2 Mask2Former's, written out independently."""
     import re
 
@@ -532,7 +535,7 @@ def test_detectron2_release_loads(tmp_path):
     cfg = _cfg(TINY, opts=["MODEL.RESNETS.NORM", "FrozenBN"])
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    sd = {_to_detectron2(k, {}): v.numpy() for k, v in model.state_dict().items()}
+    sd = {_to_detectron2(k): v.numpy() for k, v in model.state_dict().items()}
     sd["criterion.empty_weight"] = np.ones(7, np.float32)
     with open(tmp_path / "model_final.pkl", "wb") as f:
         pickle.dump({"model": sd, "__author__": "stand-in"}, f)
@@ -557,11 +560,10 @@ def test_mappers_build_one_mask_per_segment(synthetic_root):
     inst, sem = out["instances"], out["sem_seg"]
     assert inst.gt_classes.tolist() == sorted(set(sem[sem != 255].tolist()))
     assert torch.equal(inst.gt_masks.sum(0).bool(), sem != 255) and inst.gt_masks.sum(0).max() == 1
-    cfg = _cfg(TINY, opts=["INPUT.DATASET_MAPPER_NAME", "mask_former_panoptic", "INPUT.CROP.ENABLED", "False",
-                           "INPUT.FLIP_PROB", "0.0", "INPUT.MIN_SIZE_TRAIN_SAMPLING", "choice", "INPUT.MIN_SIZE_TRAIN", "(0,)"])
-    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (10_000,), 0
     rec = get_dataset_dicts(["synthetic_panoptic_train"])[0]
-    cfg.INPUT.MIN_SIZE_TRAIN = (min(rec["height"], rec["width"]),)
+    cfg = _cfg(TINY, opts=["INPUT.DATASET_MAPPER_NAME", "mask_former_panoptic", "INPUT.CROP.ENABLED", "False",
+                           "INPUT.FLIP_PROB", "0.0", "INPUT.MIN_SIZE_TRAIN_SAMPLING", "choice", "INPUT.MAX_SIZE_TRAIN", "0",
+                           "INPUT.MIN_SIZE_TRAIN", f"({min(rec['height'], rec['width'])},)"])  # no resize, crop, flip
     out = build_mapper(cfg, True)(rec)
     segments = [s for s in rec["segments_info"] if not s["iscrowd"]]
     assert out["instances"].gt_classes.tolist() == [s["category_id"] for s in segments]

@@ -36,7 +36,7 @@ def rgb2id(rgb: np.ndarray) -> np.ndarray:
 
 def _instances(classes: torch.Tensor, masks: torch.Tensor) -> Instances:
     """Instances of the non-empty masks (bool [M, H, W])."""
-    keep = masks.flatten(1).any(1) if len(masks) else torch.zeros(0, dtype=torch.bool)
+    keep = masks.flatten(1).any(1)
     return Instances(tuple(masks.shape[-2:]), gt_classes=classes[keep], gt_masks=masks[keep])
 
 
@@ -44,8 +44,7 @@ def semantic_to_instances(sem_seg: torch.Tensor, ignore_label: int) -> Instances
     """One mask per class present in a label map [H, W] (ignore excluded), classes ascending."""
     classes = torch.unique(sem_seg)
     classes = classes[classes != ignore_label]
-    masks = sem_seg[None] == classes[:, None, None] if len(classes) else torch.zeros((0, *sem_seg.shape), dtype=torch.bool)
-    return _instances(classes.long(), masks)
+    return _instances(classes.long(), sem_seg[None] == classes[:, None, None])
 
 
 @register_as(DATASET_MAPPER_REGISTRY, "mask_former_semantic")
@@ -102,8 +101,9 @@ class MaskFormerPanopticDatasetMapper:
         classes = torch.tensor([s["category_id"] for s in segments], dtype=torch.int64)
         bad = classes[(classes < 0) | (classes >= self.num_classes)]
         if len(bad):
-            raise BadSampleError(f"Segments of '{path}' have classes {bad.tolist()[:10]} outside 0..{self.num_classes - 1}: "
-                                 f"check MODEL.SEM_SEG_HEAD.NUM_CLASSES and the dataset's category mapping")
+            raise BadSampleError(f"Segments of '{path}' have classes {bad.tolist()[:10]} outside "
+                                 f"0..{self.num_classes - 1}: check MODEL.SEM_SEG_HEAD.NUM_CLASSES and the dataset's "
+                                 f"category mapping")
         masks = np.stack([ids == s["id"] for s in segments]) if segments else np.zeros((0, *shape), dtype=bool)
         return classes, torch.from_numpy(masks)
 

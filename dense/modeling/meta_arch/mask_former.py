@@ -68,11 +68,13 @@ class MaskFormer(SemanticSegmentor):
             raise ValueError(f"MaskFormer reads the backbone's features directly (its pixel decoder is the neck): set "
                              f"MODEL.NECK.NAME '' (now '{cfg.MODEL.NECK.NAME}')")
         if cfg.MODEL.AUX_HEAD.NAME:
-            raise ValueError("MaskFormer has no auxiliary head (its deep supervision is built in): set MODEL.AUX_HEAD.NAME ''")
+            raise ValueError("MaskFormer has no auxiliary head (its deep supervision is built in): "
+                             "set MODEL.AUX_HEAD.NAME ''")
         backbone = build_backbone(cfg)
         head = build_sem_seg_head(cfg, backbone.output_shape())
         if not isinstance(head, Mask2FormerHead):
-            raise ValueError(f"MaskFormer needs MODEL.SEM_SEG_HEAD.NAME 'Mask2FormerHead', got '{cfg.MODEL.SEM_SEG_HEAD.NAME}'")
+            raise ValueError(f"MaskFormer needs MODEL.SEM_SEG_HEAD.NAME 'Mask2FormerHead', got "
+                             f"'{cfg.MODEL.SEM_SEG_HEAD.NAME}'")
         mf, t = cfg.MODEL.MASK_FORMER, cfg.MODEL.MASK_FORMER.TEST
         matcher = HungarianMatcher(mf.CLASS_WEIGHT, mf.MASK_WEIGHT, mf.DICE_WEIGHT, mf.TRAIN_NUM_POINTS)
         criterion = SetCriterion(head.num_classes, matcher, mf.CLASS_WEIGHT, mf.MASK_WEIGHT, mf.DICE_WEIGHT,

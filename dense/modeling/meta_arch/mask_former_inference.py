@@ -38,11 +38,12 @@ def semantic_scores(class_logits: torch.Tensor, mask_logits: torch.Tensor, padde
         return resize(scores[None], padded_size, "bilinear")[0, :, :image_size[0], :image_size[1]]
     if upsample != "masks":
         raise ValueError(f"MODEL.MASK_FORMER.TEST.SEMANTIC_UPSAMPLE must be 'masks' or 'scores', got '{upsample}'")
-    out = mask_logits.new_zeros((probs.shape[1], *image_size), dtype=torch.float32)
+    out = mask_logits.new_zeros((probs.shape[1], image_size[0] * image_size[1]), dtype=torch.float32)
     for s in range(0, mask_logits.shape[0], chunk):
-        m = resize(mask_logits[None, s:s + chunk].float(), padded_size, "bilinear")[0, :, :image_size[0], :image_size[1]]
-        out += torch.einsum("qk,qhw->khw", probs[s:s + chunk], m.sigmoid())
-    return out
+        m = resize(mask_logits[None, s:s + chunk].float(), padded_size, "bilinear")[0]
+        m = m[:, :image_size[0], :image_size[1]].sigmoid().flatten(1)
+        out.addmm_(probs[s:s + chunk].T, m)  # in place: no second K x H x W buffer
+    return out.view(-1, *image_size)
 
 
 def semantic_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:

@@ -35,12 +35,13 @@ class SetCriterion(nn.Module):
     ``loss_ce_<i>``... for auxiliary set i; ``weight_dict`` holds their weights.
     """
 
-    def __init__(self, num_classes: int, matcher: HungarianMatcher, class_weight: float = 2.0, mask_weight: float = 5.0,
-                 dice_weight: float = 5.0, eos_coef: float = 0.1, num_points: int = 12544, oversample_ratio: float = 3.0,
-                 importance_sample_ratio: float = 0.75, num_aux: int = 9):
+    def __init__(self, num_classes: int, matcher: HungarianMatcher, class_weight: float = 2.0,
+                 mask_weight: float = 5.0, dice_weight: float = 5.0, eos_coef: float = 0.1, num_points: int = 12544,
+                 oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.75, num_aux: int = 9):
         super().__init__()
         self.num_classes, self.matcher, self.eos_coef = num_classes, matcher, eos_coef
-        self.num_points, self.oversample_ratio, self.importance_sample_ratio = num_points, oversample_ratio, importance_sample_ratio
+        self.num_points, self.oversample_ratio = num_points, oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
         weights = {"loss_ce": class_weight, "loss_mask": mask_weight, "loss_dice": dice_weight}
         self.weight_dict = dict(weights)
         for i in range(num_aux):

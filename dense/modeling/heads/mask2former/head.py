@@ -85,7 +85,8 @@ class Mask2FormerHead(nn.Module):
                              f"prediction plus one per layer, so it must be >= 2 (Mask2Former: 10)")
         return cls(in_features, [input_shape[f].channels for f in in_features], head.NUM_CLASSES,
                    feat_channels=head.CONVS_DIM, mask_dim=head.MASK_DIM, encoder_levels=len(enc),
-                   encoder_layers=head.TRANSFORMER_ENC_LAYERS, encoder_heads=head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS,
+                   encoder_layers=head.TRANSFORMER_ENC_LAYERS,
+                   encoder_heads=head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS,
                    encoder_points=head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS,
                    encoder_feedforward=head.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD, norm=head.NORM,
                    hidden_dim=mf.HIDDEN_DIM, num_queries=mf.NUM_OBJECT_QUERIES, num_heads=mf.NHEADS,

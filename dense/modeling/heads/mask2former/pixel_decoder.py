@@ -11,7 +11,7 @@ from ....ops import MSDeformAttn
 from ...layers import ConvNormAct
 from .layers import FFN, SinePositionalEncoding
 
-__all__ = ["DeformableEncoderLayer", "MSDeformAttnPixelDecoder"]
+__all__ = ["DeformableEncoderLayer", "DeformableEncoder", "MSDeformAttnPixelDecoder"]
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -33,6 +33,19 @@ class DeformableEncoderLayer(nn.Module):
         attn = self.attentions[0](x + pos, reference_points, x, spatial_shapes, level_start_index)
         x = self.norms[0](x + self.dropout(attn))
         return self.norms[1](self.ffns[0](x))
+
+
+class DeformableEncoder(nn.Module):
+    """mmcv ``DetrTransformerEncoder`` of post-norm layers (no final norm): key ``layers``."""
+
+    def __init__(self, num_layers: int, *layer_args, **layer_kwargs):
+        super().__init__()
+        self.layers = nn.ModuleList([DeformableEncoderLayer(*layer_args, **layer_kwargs) for _ in range(num_layers)])
+
+    def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, *args)
+        return x
 
 
 class MSDeformAttnPixelDecoder(nn.Module):
@@ -61,10 +74,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
         coarse_first = list(reversed(in_channels))
         self.input_convs = nn.ModuleList([ConvNormAct(c, feat_channels, 1, norm=norm, activation=False, bias=True)
                                           for c in coarse_first[:num_encoder_levels]])
-        self.encoder = nn.Module()
-        self.encoder.layers = nn.ModuleList([
-            DeformableEncoderLayer(feat_channels, num_heads, num_encoder_levels, num_points, feedforward_channels,
-                                   dropout, with_cp) for _ in range(num_layers)])
+        self.encoder = DeformableEncoder(num_layers, feat_channels, num_heads, num_encoder_levels, num_points,
+                                         feedforward_channels, dropout, with_cp)
         self.postional_encoding = SinePositionalEncoding(feat_channels // 2)  # (sic) mmdet's attribute name
         self.level_encoding = nn.Embedding(num_encoder_levels, feat_channels)
         self.lateral_convs = nn.ModuleList([ConvNormAct(c, feat_channels, 1, norm=norm, activation=False)
@@ -103,7 +114,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
             feat = features[self.num_inputs - 1 - i]
             h, w = feat.shape[-2:]
             src = self.input_convs[i](feat)
-            level_pos = self.postional_encoding(n, h, w, feat.device, src.dtype) + self.level_encoding.weight[i].view(1, -1, 1, 1)
+            level_pos = (self.postional_encoding(n, h, w, feat.device, src.dtype)
+                         + self.level_encoding.weight[i].view(1, -1, 1, 1))
             srcs.append(src.flatten(2).transpose(1, 2))
             pos.append(level_pos.flatten(2).transpose(1, 2))
             shapes.append((h, w))
@@ -111,13 +123,13 @@ class MSDeformAttnPixelDecoder(nn.Module):
         spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=features[0].device)
         level_start_index = torch.cat([spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]])
         reference_points = torch.cat(refs)[None, :, None].expand(n, -1, self.num_encoder_levels, -1)
-        x, pos = torch.cat(srcs, 1), torch.cat(pos, 1)
-        for layer in self.encoder.layers:
-            x = layer(x, pos, reference_points, spatial_shapes, level_start_index)
-        outs = [t.transpose(1, 2).reshape(n, -1, h, w) for t, (h, w) in zip(x.split([h * w for h, w in shapes], 1), shapes)]
+        x = self.encoder(torch.cat(srcs, 1), torch.cat(pos, 1), reference_points, spatial_shapes, level_start_index)
+        outs = [t.transpose(1, 2).reshape(n, -1, h, w)
+                for t, (h, w) in zip(x.split([h * w for h, w in shapes], 1), shapes)]
         for i, (lateral, output) in enumerate(zip(self.lateral_convs, self.output_convs)):
             cur = lateral(features[self.num_inputs - self.num_encoder_levels - 1 - i])
-            outs.append(output(cur + F.interpolate(outs[-1], size=cur.shape[-2:], mode="bilinear", align_corners=False)))
+            up = F.interpolate(outs[-1], size=cur.shape[-2:], mode="bilinear", align_corners=False)
+            outs.append(output(cur + up))
         return self.mask_feature(outs[-1]), outs
 
 
