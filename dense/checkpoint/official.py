@@ -96,10 +96,19 @@ class BackboneFamily:
                 head = next((p for p in MMCV_HEAD_PREFIXES if k.startswith(p)), None)
                 if head is None or not prefix:
                     dropped[k] = "head of the released model with no counterpart in this dense model"
+                elif k.startswith("decode_head.conv_seg.") and _is_mask2former(model):
+                    dropped[k] = ("mmseg BaseDecodeHead's classifier, unused by Mask2Former (ViT-Adapter checkpoints "
+                                  "saved before its head set conv_seg = None carry it)")
                 else:
                     out[MMCV_HEAD_PREFIXES[head] + k[len(head):]] = v
         self.name = f"{type(self).__name__} ({layout})"
         return out, dropped
+
+
+def _is_mask2former(model: nn.Module) -> bool:
+    from ..modeling.heads.mask2former import Mask2FormerHead
+
+    return isinstance(getattr(unwrap_model(model), "sem_seg_head", None), Mask2FormerHead)
 
 
 @CHECKPOINT_CONVERTERS.register()
