@@ -17,10 +17,10 @@ from dense.modeling.meta_arch.semantic_seg import slide_windows
 
 from conftest import REPO
 
-# detection configs (mask_rcnn/, retinanet/) are tested in test_detection.py
+# detection configs (mask_rcnn/, retinanet/): tests/test_detection.py; mask2former/: tests/test_mask2former.py
 LEAF_CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
                       if not os.path.basename(p).startswith("Base-")
-                      and not any(os.sep + d + os.sep in p for d in ("backbones", "mask_rcnn", "retinanet")))
+                      and not any(os.sep + d + os.sep in p for d in ("backbones", "mask_rcnn", "retinanet", "mask2former")))
 # configs whose model is too large to build and step in the default run (> ~150M parameters)
 LARGE = ("large",)
 

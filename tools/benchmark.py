@@ -3,12 +3,15 @@
 
     python tools/benchmark.py ops [--device cpu|cuda] [--repeat 3]
     python tools/benchmark.py backbones [--device cpu|cuda] [--size 512] [--variants dat_pp_tiny davit_tiny ...]
+    python tools/benchmark.py model --config-file CFG [--device cpu|cuda] [--size H W] [--opts KEY VALUE ...]
 
 ops: each custom op at a realistic size (MSDeformAttn as in a Mask2Former pixel decoder on a 512x512
 image; DCNv3 as in InternImage-T stage 1; DSCN as in DSAN-T stage 1; NA as in DAT++-T stage 1), forward
 and forward+backward per backend, speed-up over the pure-PyTorch reference.
 backbones: images/s and peak memory of every variant in configs/backbones at SIZE x SIZE, with the
 compiled kernels and (baseline) with the reference ops.
+model: one inference of the whole model of a config (random weights; the config's test mode: whole / slide /
+multi-scale, semantic / panoptic / instance) on an H x W image: seconds, weights and peak memory above them.
 
 Times are the best of --repeat runs after one warm-up. Peak memory: the allocator's peak above what was
 allocated before the call (CUDA allocator statistics on GPU, the profiler's CPU memory events on CPU).
@@ -27,7 +30,7 @@ import torch
 
 import dense.ops as ops
 from dense.config import get_cfg
-from dense.modeling import build_backbone
+from dense.modeling import build_backbone, build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -186,6 +189,37 @@ def bench_backbones(args):
     _print_table(["backbone", "img/s", "peak MiB", "img/s (ref ops)", "peak MiB (ref ops)", "speed-up"], rows)
 
 
+def bench_model(args):
+    cfg = get_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(["MODEL.DEVICE", args.device, *args.opts])
+    model = build_model(cfg).eval()
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20
+    h, w = args.size if len(args.size) == 2 else args.size * 2
+    image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
+
+    def make_step():
+        def step():
+            with torch.no_grad():
+                return model([{"image": image}])
+        return step
+
+    start = time.perf_counter()
+    mem = peak_memory(make_step, args.device)
+    seconds = time.perf_counter() - start
+    print(f"{os.path.relpath(args.config_file, REPO)} on {args.device} ({torch.get_num_threads()} threads), {h}x{w}, "
+          f"test mode {cfg.TEST.MODE}{' + TTA' if cfg.TEST.AUG.ENABLED else ''}")
+    row = [f"{sum(p.numel() for p in model.parameters()):,}", f"{weights:.0f}", f"{seconds:.1f}", f"{mem:.0f}",
+           f"{(mem + weights) / 1024:.2f}"]
+    headers = ["parameters", "weights MiB", "inference s", "peak MiB above weights", "peak GiB incl. weights"]
+    if args.device == "cpu":  # the whole process (interpreter, libraries, weights, inference) at its largest
+        import resource
+
+        headers.append("process peak RSS GiB")
+        row.append(f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f}")
+    _print_table(headers, [row])
+
+
 def _print_table(headers, rows):
     from tabulate import tabulate
 
@@ -194,14 +228,20 @@ def _print_table(headers, rows):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["ops", "backbones"])
+    p.add_argument("what", choices=["ops", "backbones", "model"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--size", type=int, nargs="+", default=[512], help="image side, or height and width (model)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--variants", nargs="*", help="backbone config names (default: all in configs/backbones)")
+    p.add_argument("--config-file", help="model: the config whose model is measured")
+    p.add_argument("--opts", nargs="*", default=[], help="model: KEY VALUE config overrides")
     args = p.parse_args()
-    {"ops": bench_ops, "backbones": bench_backbones}[args.what](args)
+    if args.what == "model" and not args.config_file:
+        p.error("model needs --config-file")
+    if args.what != "model":
+        args.size = args.size[0]
+    {"ops": bench_ops, "backbones": bench_backbones, "model": bench_model}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -174,13 +174,38 @@ def _open_source(path: str) -> Any:
 
 
 def load_checkpoint_file(path: str, trusted: bool = False) -> Any:
-    """Load a checkpoint file onto the CPU without running code from it (see module docstring).
+    """Load a checkpoint file onto the CPU without running code from it (see module docstring): torch.save files
+    (zip or legacy), .zip archives wrapping one, and plain pickles (Detectron2 model-zoo .pkl: numpy arrays).
 
-    ``trusted=True`` uses plain ``torch.load(weights_only=False)``: only for files you trust.
+    ``trusted=True`` uses plain ``torch.load(weights_only=False)`` / ``pickle.load``: only for files you trust.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Checkpoint file '{path}' does not exist")
     src = _open_source(path)
+    if not _is_plain_pickle(src):
+        return _load_torch(src, path, trusted)
+    with open(path, "rb") as f:
+        if trusted:
+            return pickle.load(f, encoding="latin1")
+        try:
+            return _RestrictedUnpickler(f, encoding="latin1").load()
+        except UnsafeCheckpointError as e:
+            raise _unsafe(path, e) from None
+
+
+_TORCH_LEGACY_HEADER = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)  # torch.save's legacy format starts so
+
+
+def _is_plain_pickle(src: Any) -> bool:
+    """A file that pickle.dump wrote (not torch.save: neither its zip nor its legacy format)."""
+    if not isinstance(src, str) or zipfile.is_zipfile(src):
+        return False
+    with open(src, "rb") as f:
+        head = f.read(len(_TORCH_LEGACY_HEADER))
+    return head[:1] == b"\x80" and head != _TORCH_LEGACY_HEADER
+
+
+def _load_torch(src: Any, path: str, trusted: bool) -> Any:
     if trusted:
         return torch.load(src, map_location="cpu", weights_only=False)
     try:
@@ -191,8 +216,12 @@ def load_checkpoint_file(path: str, trusted: bool = False) -> Any:
     try:
         return torch.load(src, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
     except UnsafeCheckpointError as e:
-        raise UnsafeCheckpointError(
-            f"Refusing to load '{path}': its pickle would call {e.args[0]}(...) while loading, i.e. run code "
-            f"from the file. dense only runs an allow-list of constructors for untrusted checkpoints. If you "
-            f"trust this file, set MODEL.WEIGHTS_TRUSTED True (tools/convert_checkpoint.py: --trusted)."
-        ) from None
+        raise _unsafe(path, e) from None
+
+
+def _unsafe(path: str, e: UnsafeCheckpointError) -> UnsafeCheckpointError:
+    return UnsafeCheckpointError(
+        f"Refusing to load '{path}': its pickle would call {e.args[0]}(...) while loading, i.e. run code "
+        f"from the file. dense only runs an allow-list of constructors for untrusted checkpoints. If you "
+        f"trust this file, set MODEL.WEIGHTS_TRUSTED True (tools/convert_checkpoint.py: --trusted)."
+    )

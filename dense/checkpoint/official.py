@@ -20,13 +20,15 @@ import re
 from fvcore.common.registry import Registry
 from torch import nn
 
-__all__ = ["CHECKPOINT_CONVERTERS", "find_converter", "unwrap_model", "BackboneFamily", "MMCV_HEAD_PREFIXES"]
+__all__ = ["CHECKPOINT_CONVERTERS", "find_converter", "unwrap_model", "BackboneFamily", "MMCV_HEAD_PREFIXES",
+           "Detectron2MaskFormer"]
 
 CHECKPOINT_CONVERTERS = Registry("CHECKPOINT_CONVERTER")
 
 # mmseg/mmdet top-level module -> dense module (heads issues extend the models these map into)
 MMCV_HEAD_PREFIXES = {"neck.": "neck.", "decode_head.": "sem_seg_head.", "auxiliary_head.": "aux_head.",
-                      "rpn_head.": "rpn_head.", "roi_head.": "roi_head.", "bbox_head.": "bbox_head."}
+                      "rpn_head.": "rpn_head.", "roi_head.": "roi_head.", "bbox_head.": "bbox_head.",
+                      "panoptic_head.": "sem_seg_head."}  # mmdet's Mask2Former keeps its head in panoptic_head
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -94,10 +96,19 @@ class BackboneFamily:
                 head = next((p for p in MMCV_HEAD_PREFIXES if k.startswith(p)), None)
                 if head is None or not prefix:
                     dropped[k] = "head of the released model with no counterpart in this dense model"
+                elif k.startswith("decode_head.conv_seg.") and _is_mask2former(model):
+                    dropped[k] = ("mmseg BaseDecodeHead's classifier, unused by Mask2Former (ViT-Adapter checkpoints "
+                                  "saved before its head set conv_seg = None carry it)")
                 else:
                     out[MMCV_HEAD_PREFIXES[head] + k[len(head):]] = v
         self.name = f"{type(self).__name__} ({layout})"
         return out, dropped
+
+
+def _is_mask2former(model: nn.Module) -> bool:
+    from ..modeling.heads.mask2former import Mask2FormerHead
+
+    return isinstance(getattr(unwrap_model(model), "sem_seg_head", None), Mask2FormerHead)
 
 
 @CHECKPOINT_CONVERTERS.register()
@@ -234,3 +245,86 @@ class ViTAdapterCheckpoint(BackboneFamily):
                     and value.shape != target.shape and value.shape[1:] == target.shape[1:]):
                 out[key] = resize_rel_pos_table(value, target.shape[0])
         return out, dropped
+
+
+@CHECKPOINT_CONVERTERS.register()
+class Detectron2MaskFormer:
+    """Detectron2 Mask2Former releases (facebookresearch/Mask2Former model zoo ``.pkl``: ``{'model': numpy arrays}``)
+    -> dense's mmseg-style Mask2Former names; a ResNet backbone in Detectron2's layout (``stem``, ``res2..5``,
+    ``shortcut``) becomes torchvision's. The criterion's ``empty_weight`` constant is dropped (dense recomputes it)."""
+
+    name = "Detectron2 Mask2Former"
+    _HEAD_RULES = [
+        (r"pixel_decoder\.input_proj\.(\d+)\.0\.", r"pixel_decoder.input_convs.\1.conv."),
+        (r"pixel_decoder\.input_proj\.(\d+)\.1\.", r"pixel_decoder.input_convs.\1.gn."),
+        (r"pixel_decoder\.transformer\.level_embed$", "pixel_decoder.level_encoding.weight"),
+        (r"pixel_decoder\.transformer\.encoder\.layers\.(\d+)\.self_attn\.", r"pixel_decoder.encoder.layers.\1.attentions.0."),
+        (r"pixel_decoder\.transformer\.encoder\.layers\.(\d+)\.norm1\.", r"pixel_decoder.encoder.layers.\1.norms.0."),
+        (r"pixel_decoder\.transformer\.encoder\.layers\.(\d+)\.norm2\.", r"pixel_decoder.encoder.layers.\1.norms.1."),
+        (r"pixel_decoder\.transformer\.encoder\.layers\.(\d+)\.linear1\.", r"pixel_decoder.encoder.layers.\1.ffns.0.layers.0.0."),
+        (r"pixel_decoder\.transformer\.encoder\.layers\.(\d+)\.linear2\.", r"pixel_decoder.encoder.layers.\1.ffns.0.layers.1."),
+        (r"pixel_decoder\.mask_features\.", "pixel_decoder.mask_feature."),
+        (r"predictor\.transformer_cross_attention_layers\.(\d+)\.multihead_attn\.", r"transformer_decoder.layers.\1.attentions.0.attn."),
+        (r"predictor\.transformer_cross_attention_layers\.(\d+)\.norm\.", r"transformer_decoder.layers.\1.norms.0."),
+        (r"predictor\.transformer_self_attention_layers\.(\d+)\.self_attn\.", r"transformer_decoder.layers.\1.attentions.1.attn."),
+        (r"predictor\.transformer_self_attention_layers\.(\d+)\.norm\.", r"transformer_decoder.layers.\1.norms.1."),
+        (r"predictor\.transformer_ffn_layers\.(\d+)\.linear1\.", r"transformer_decoder.layers.\1.ffns.0.layers.0.0."),
+        (r"predictor\.transformer_ffn_layers\.(\d+)\.linear2\.", r"transformer_decoder.layers.\1.ffns.0.layers.1."),
+        (r"predictor\.transformer_ffn_layers\.(\d+)\.norm\.", r"transformer_decoder.layers.\1.norms.2."),
+        (r"predictor\.decoder_norm\.", "transformer_decoder.post_norm."),
+        (r"predictor\.input_proj\.", "decoder_input_projs."),
+        (r"predictor\.class_embed\.", "cls_embed."),
+        (r"predictor\.(query_feat|query_embed|level_embed)\.", r"\1."),
+    ]
+    _RESNET_RULES = [
+        (r"^stem\.conv1\.norm\.", "bn1."),
+        (r"^stem\.conv1\.", "conv1."),
+        (r"^res(\d)\.(\d+)\.conv(\d)\.norm\.", lambda m: f"layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}."),
+        (r"^res(\d)\.(\d+)\.conv(\d)\.", lambda m: f"layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}."),
+        (r"^res(\d)\.(\d+)\.shortcut\.norm\.", lambda m: f"layer{int(m[1]) - 1}.{m[2]}.downsample.1."),
+        (r"^res(\d)\.(\d+)\.shortcut\.", lambda m: f"layer{int(m[1]) - 1}.{m[2]}.downsample.0."),
+    ]
+
+    def matches(self, state_dict: dict, model: nn.Module) -> bool:
+        from ..modeling.meta_arch.mask_former import MaskFormer
+
+        return isinstance(unwrap_model(model), MaskFormer) and "sem_seg_head.predictor.query_feat.weight" in state_dict
+
+    def convert(self, state_dict: dict, model: nn.Module) -> tuple[dict, dict]:
+        from ..modeling.backbone.resnet import ResNet
+
+        model = unwrap_model(model)
+        num_fpn = len(model.sem_seg_head.pixel_decoder.lateral_convs)
+        resnet = isinstance(model.backbone, ResNet)
+        out, dropped = {}, {}
+        for key, value in state_dict.items():
+            if key == "criterion.empty_weight":
+                dropped[key] = "loss constant (no-object class weight), recomputed from MODEL.MASK_FORMER.NO_OBJECT_WEIGHT"
+            elif key.startswith("sem_seg_head."):
+                out["sem_seg_head." + self._head_key(key[len("sem_seg_head."):], num_fpn)] = value
+            elif key.startswith("backbone.") and resnet:
+                out["backbone." + _apply_rules(self._RESNET_RULES, key[len("backbone."):])] = value
+            else:
+                out[key] = value
+        return out, dropped
+
+    def _head_key(self, key: str, num_fpn: int) -> str:
+        """Detectron2 numbers its FPN convs adapter_k / layer_k from the finest level (k = 1); mmdet's
+        lateral_convs / output_convs start at the coarsest."""
+        m = re.match(r"pixel_decoder\.(adapter|layer)_(\d+)\.(norm\.)?(.*)$", key)
+        if m:
+            convs = "lateral_convs" if m[1] == "adapter" else "output_convs"
+            return f"pixel_decoder.{convs}.{num_fpn - int(m[2])}.{'gn' if m[3] else 'conv'}.{m[4]}"
+        m = re.match(r"predictor\.mask_embed\.layers\.(\d+)\.(.*)$", key)
+        if m:
+            return f"mask_embed.{2 * int(m[1])}.{m[2]}"
+        return _apply_rules(self._HEAD_RULES, key)
+
+
+def _apply_rules(rules: list, key: str) -> str:
+    """The first (pattern, replacement) of ``rules`` that matches ``key`` applied to it; ``key`` when none does."""
+    for pattern, repl in rules:
+        new, n = re.subn(pattern, repl, key, count=1)
+        if n:
+            return new
+    return key

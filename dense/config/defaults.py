@@ -126,6 +126,41 @@ _C.MODEL.SEM_SEG_HEAD.HAM.RANK = 64  # NMF rank (the papers' ADE20K configs use 
 _C.MODEL.SEM_SEG_HEAD.HAM.TRAIN_STEPS = 6  # NMF multiplicative-update steps in training
 _C.MODEL.SEM_SEG_HEAD.HAM.EVAL_STEPS = 7  # NMF steps at evaluation
 _C.MODEL.SEM_SEG_HEAD.HAM.EVAL_SEED = 0  # seed of the random NMF bases at evaluation; < 0: fresh random bases (upstream)
+# Mask2Former's pixel decoder (MSDeformAttnPixelDecoder; Detectron2 Mask2Former's key names). CONVS_DIM is its width.
+_C.MODEL.SEM_SEG_HEAD.MASK_DIM = 256  # channels of the stride-4 mask features the queries' embeddings are dotted with
+_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]  # levels of the deformable encoder; the rest of IN_FEATURES join by FPN
+_C.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 6  # deformable encoder layers
+_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8  # heads of the encoder's deformable attention
+_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4  # sampling points per head and level
+_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD = 1024  # encoder FFN width (Detectron2: 1024; ViT-Adapter-L: 4096)
+
+# Mask2Former (meta-architecture "MaskFormer", head "Mask2FormerHead"); Detectron2 Mask2Former's key names
+_C.MODEL.MASK_FORMER = CN()
+_C.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = 100  # queries, i.e. predicted masks per image (200 for the ViT-Adapter 896 ADE20K / COCO-Stuff-164k rows)
+_C.MODEL.MASK_FORMER.HIDDEN_DIM = 256  # width of the transformer decoder; a 1x1 projection of the pixel decoder levels when it differs from CONVS_DIM
+_C.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ = False  # project the pixel decoder levels even when the widths agree
+_C.MODEL.MASK_FORMER.NHEADS = 8  # attention heads of the transformer decoder
+_C.MODEL.MASK_FORMER.DIM_FEEDFORWARD = 2048  # FFN width of the transformer decoder
+_C.MODEL.MASK_FORMER.DEC_LAYERS = 10  # predictions made: the learnable queries' + one per masked-attention layer (DEC_LAYERS - 1 layers)
+_C.MODEL.MASK_FORMER.DROPOUT = 0.0  # dropout in the transformer decoder and the pixel decoder's encoder
+_C.MODEL.MASK_FORMER.WITH_CP = False  # activation checkpointing of the FFNs (saves training memory, same results; ViT-Adapter-L: True)
+_C.MODEL.MASK_FORMER.DEEP_SUPERVISION = True  # losses on every prediction, not just the last one
+_C.MODEL.MASK_FORMER.CLASS_WEIGHT = 2.0  # weight of the classification cross-entropy (loss and matching cost)
+_C.MODEL.MASK_FORMER.MASK_WEIGHT = 5.0  # weight of the sigmoid binary cross-entropy on sampled mask points
+_C.MODEL.MASK_FORMER.DICE_WEIGHT = 5.0  # weight of the dice loss on sampled mask points
+_C.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT = 0.1  # cross-entropy weight of the "no object" class
+_C.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = 12544  # points per mask for matching costs (uniform) and mask losses (importance-sampled)
+_C.MODEL.MASK_FORMER.OVERSAMPLE_RATIO = 3.0  # mask losses: candidates drawn per point before picking the most uncertain
+_C.MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO = 0.75  # mask losses: share of points taken from the most uncertain candidates
+_C.MODEL.MASK_FORMER.TEST = CN()
+_C.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = True  # return "sem_seg": softmax(class) x sigmoid(mask) summed over queries
+_C.MODEL.MASK_FORMER.TEST.INSTANCE_ON = False  # return "instances": top TEST.DETECTIONS_PER_IMAGE (query, class) pairs
+_C.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False  # return "panoptic_seg": (segment-id map, segments_info)
+_C.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.8  # panoptic: keep queries whose class score exceeds this
+_C.MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD = 0.8  # panoptic: drop a segment keeping less than this share of its mask
+_C.MODEL.MASK_FORMER.TEST.SEMANTIC_UPSAMPLE = "masks"  # "masks": upsample mask logits, then combine (Detectron2); "scores": combine at stride 4, upsample class scores (ViT-Adapter)
+_C.MODEL.MASK_FORMER.TEST.MASK_CHUNK = 32  # masks upsampled to the image per step (bounds inference memory; results do not depend on it)
+_C.MODEL.MASK_FORMER.TEST.PAD_TO_SIZE = 0  # semantic: pad each view's sides shorter than this with black pixels, cut off after (ViT-Adapter 896 MS: 896); 0 = off
 
 # Auxiliary head on one backbone (or neck) level, trained with its own loss, unused at inference
 _C.MODEL.AUX_HEAD = CN()
@@ -213,7 +248,7 @@ _C.MODEL.RETINANET.NMS_THRESH_TEST = 0.5  # class-wise NMS IoU
 # ---------------------------------------------------------------------------------------------
 _C.INPUT = CN()
 _C.INPUT.FORMAT = "RGB"  # channel order of model inputs: "RGB" or "BGR"
-_C.INPUT.DATASET_MAPPER_NAME = "semantic"  # name in DATASET_MAPPER_REGISTRY: "semantic", "instance", "detection", ...
+_C.INPUT.DATASET_MAPPER_NAME = "semantic"  # name in DATASET_MAPPER_REGISTRY: "semantic", "instance", "detection", "mask_former_semantic", ...
 # Training resize. "ratio_range": mmseg Resize(img_scale=(MAX_SIZE, MIN_SIZE), ratio_range); "choice" /
 # "range": Detectron2 ResizeShortestEdge over MIN_SIZE_TRAIN with long side capped at MAX_SIZE_TRAIN.
 _C.INPUT.MIN_SIZE_TRAIN = (512,)  # short-side target(s) in pixels
@@ -233,6 +268,10 @@ _C.INPUT.FINAL_CROP_SIZE = ()  # detection: a random crop to at most (h, w) afte
 _C.INPUT.FLIP_PROB = 0.5  # horizontal flip probability
 _C.INPUT.COLOR_AUG = True  # mmseg PhotoMetricDistortion (brightness, contrast, saturation, hue)
 _C.INPUT.SIZE_DIVISIBILITY = -1  # pad batched images to a multiple of this; -1 = the backbone's requirement
+# Large-scale jitter (mappers coco_instance_lsj / coco_panoptic_lsj: Mask2Former's COCO recipe; with FLIP_PROB)
+_C.INPUT.IMAGE_SIZE = 1024  # output side: the image is resized to fit IMAGE_SIZE * scale, then cropped / padded to it
+_C.INPUT.MIN_SCALE = 0.1  # smallest scale
+_C.INPUT.MAX_SCALE = 2.0  # largest scale
 
 # ---------------------------------------------------------------------------------------------
 # Datasets and loading

@@ -17,7 +17,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 __all__ = ["Compose", "ResizeRatioRange", "ResizeShortestEdge", "RandomCropCatMax", "RandomCropRange", "RandomEither",
-           "RandomFlip", "PhotoMetricDistortion", "build_transforms", "build_detection_transforms"]
+           "RandomFlip", "PhotoMetricDistortion", "ResizeScale", "FixedSizeCrop", "build_transforms",
+           "build_detection_transforms", "build_lsj_transforms"]
 
 
 def _uniform(low: float, high: float) -> float:
@@ -196,6 +197,51 @@ class RandomEither:
 
     def __call__(self, sample: dict) -> dict:
         return self.first(sample) if _uniform(0, 1) < self.prob else self.second(sample)
+
+
+class ResizeScale:
+    """Detectron2 ``ResizeScale`` (large-scale jitter): draw s in [min_scale, max_scale) and keep-ratio resize the
+    image to fit (target_height * s, target_width * s), sizes rounded."""
+
+    def __init__(self, min_scale: float, max_scale: float, target_height: int, target_width: int):
+        self.min_scale, self.max_scale, self.target = min_scale, max_scale, (target_height, target_width)
+
+    def __call__(self, sample: dict) -> dict:
+        s = _uniform(self.min_scale, self.max_scale)
+        h, w = _size(sample)
+        scale = min(self.target[0] * s / h, self.target[1] * s / w)
+        return _resize(sample, int(np.round(h * scale)), int(np.round(w * scale)))
+
+
+class FixedSizeCrop:
+    """Detectron2 ``FixedSizeCrop(pad=True)``: a random crop_size window (one uniform draw places it along both
+    axes), then padding at the bottom/right up to crop_size: image with 128, ``sem_seg`` with ``ignore_label``,
+    masks with 0."""
+
+    def __init__(self, crop_size: tuple[int, int], ignore_label: int = 255, pad_value: int = 128):
+        self.crop_size, self.ignore_label, self.pad_value = tuple(crop_size), ignore_label, pad_value
+
+    def __call__(self, sample: dict) -> dict:
+        h, w = _size(sample)
+        ch, cw = self.crop_size
+        u = _uniform(0.0, 1.0)
+        top, left = int(np.round(max(h - ch, 0) * u)), int(np.round(max(w - cw, 0) * u))
+        out = {k: TF.crop(v, top, left, min(ch, h), min(cw, w)) for k, v in sample.items()}
+        ph, pw = ch - min(ch, h), cw - min(cw, w)
+        if ph or pw:
+            fill = {"image": self.pad_value, "sem_seg": self.ignore_label}
+            out = {k: TF.pad(v, [0, 0, pw, ph], fill=fill.get(k, 0)) for k, v in out.items()}
+        return out
+
+
+def build_lsj_transforms(cfg) -> Compose:
+    """Mask2Former's COCO large-scale jitter: flip, ResizeScale(INPUT.MIN_SCALE, INPUT.MAX_SCALE, INPUT.IMAGE_SIZE),
+    FixedSizeCrop(INPUT.IMAGE_SIZE) (training only)."""
+    inp = cfg.INPUT
+    augs = [RandomFlip(inp.FLIP_PROB)] if inp.FLIP_PROB > 0 else []
+    augs += [ResizeScale(inp.MIN_SCALE, inp.MAX_SCALE, inp.IMAGE_SIZE, inp.IMAGE_SIZE),
+             FixedSizeCrop((inp.IMAGE_SIZE, inp.IMAGE_SIZE), cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)]
+    return Compose(augs)
 
 
 def _train_resize(inp):

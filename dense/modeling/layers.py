@@ -78,14 +78,15 @@ class LayerNorm2d(nn.LayerNorm):
 class ConvNormAct(nn.Module):
     """Conv2d -> optional norm -> optional ReLU, with mmcv ConvModule key names.
 
-    The conv has a bias exactly when there is no norm (mmcv ``bias='auto'``).
+    The conv has a bias exactly when there is no norm (mmcv ``bias='auto'``), unless ``bias`` says otherwise.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 dilation: int = 1, groups: int = 1, norm: str = "", activation: bool = True):
+                 dilation: int = 1, groups: int = 1, norm: str = "", activation: bool = True,
+                 bias: bool | None = None):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                              dilation=dilation, groups=groups, bias=not norm)
+                              dilation=dilation, groups=groups, bias=not norm if bias is None else bias)
         self.norm_name = norm_attr_name(norm) if norm else None
         if norm:
             self.add_module(self.norm_name, get_norm(norm, out_channels))

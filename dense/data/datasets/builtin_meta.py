@@ -58,5 +58,34 @@ PASCAL_CONTEXT_59_CLASSES = [
     "snow", "sofa", "table", "track", "train", "tree", "truck", "tvmonitor", "wall", "water", "window", "wood",
 ]
 
+# COCO panoptic (panoptic_{train,val}2017.json): 80 things (the COCO instance classes) then 53 stuff classes, in
+# category-id order; contiguous id = position in this list.
+COCO_PANOPTIC_CLASSES = COCO_STUFF_CLASSES[:80] + [
+    "banner", "blanket", "bridge", "cardboard", "counter", "curtain", "door-stuff", "floor-wood", "flower", "fruit",
+    "gravel", "house", "light", "mirror-stuff", "net", "pillow", "platform", "playingfield", "railroad", "river",
+    "road", "roof", "sand", "sea", "shelf", "snow", "stairs", "tent", "towel", "wall-brick", "wall-stone",
+    "wall-tile", "wall-wood", "water-other", "window-blind", "window-other", "tree-merged", "fence-merged",
+    "ceiling-merged", "sky-other-merged", "cabinet-merged", "table-merged", "floor-other-merged", "pavement-merged",
+    "mountain-merged", "grass-merged", "dirt-merged", "paper-merged", "food-other-merged", "building-other-merged",
+    "rock-merged", "wall-other-merged", "rug-merged",
+]
+COCO_THING_IDS = [*range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70, *range(72, 83),
+                  *range(84, 91)]  # COCO category ids of the 80 thing classes
+
+# ADE20K panoptic (Mask2Former's datasets/prepare_ade20k_pan_seg.py): category id = index in ADE20K_CLASSES;
+# these 100 are things, the other 50 stuff.
+ADE20K_PANOPTIC_THING_IDS = [
+    7, 8, 10, 12, 14, 15, 18, 19, 20, 22, 23, 24, 27, 30, 31, 32, 33, 35, 36, 37, 38, 39, 41, 42, 43, 44, 45, 47,
+    49, 50, 53, 55, 56, 57, 58, 62, 64, 65, 66, 67, 69, 70, 71, 72, 73, 74, 75, 76, 78, 80, 81, 82, 83, 85, 86, 87,
+    88, 89, 90, 92, 93, 95, 97, 98, 102, 103, 104, 107, 108, 110, 111, 112, 115, 116, 118, 119, 120, 121, 123, 124,
+    125, 126, 127, 129, 130, 132, 133, 134, 135, 136, 137, 138, 139, 142, 143, 144, 146, 147, 148, 149,
+]
+
+# Cityscapes panoptic (cityscapesscripts createPanopticImgs): category ids are Cityscapes label ids; contiguous id =
+# train id (position in CITYSCAPES_CLASSES). Things: person .. bicycle.
+CITYSCAPES_PANOPTIC_IDS = [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]
+CITYSCAPES_THING_IDS = [24, 25, 26, 27, 28, 31, 32, 33]
+
 assert (len(ADE20K_CLASSES), len(CITYSCAPES_CLASSES), len(COCO_STUFF_CLASSES), len(PASCAL_CONTEXT_59_CLASSES)) == (
     150, 19, 171, 59)
+assert (len(COCO_PANOPTIC_CLASSES), len(COCO_THING_IDS), len(ADE20K_PANOPTIC_THING_IDS)) == (133, 80, 100)

@@ -254,7 +254,8 @@ def _register() -> None:
         DatasetCatalog.register(name, lambda s=split, n=name: _load_panoptic(s, n))
         MetadataCatalog.get(name).set(
             stuff_classes=CLASSES, stuff_colors=stuff_colors, thing_classes=THING_CLASSES,
-            thing_dataset_id_to_contiguous_id={len(STUFF_CLASSES) + c: len(STUFF_CLASSES) + c for c in range(len(THING_CLASSES))},
+            # panoptic json category id (class index + 1) -> contiguous id, as Detectron2's metadata
+            thing_dataset_id_to_contiguous_id={len(STUFF_CLASSES) + c + 1: len(STUFF_CLASSES) + c for c in range(len(THING_CLASSES))},
             ignore_label=255, evaluator_type="coco_panoptic_seg")
 
 
