@@ -39,7 +39,8 @@ from shared_data import KEYS_DIR
 
 TINY = {"mask_rcnn": os.path.join(REPO, "tests", "configs", "tiny_mask_rcnn.yaml"),
         "retinanet": os.path.join(REPO, "tests", "configs", "tiny_retinanet.yaml")}
-DETECTION_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "coco", "*", "*.yaml")))
+DETECTION_CONFIGS = sorted(p for arch in ("mask_rcnn", "retinanet")
+                           for p in glob.glob(os.path.join(REPO, "configs", "coco", arch, "*.yaml")))
 
 
 def _cfg(path, *opts):
