@@ -28,6 +28,21 @@ instances map a dataset record to the model's input dict.
 """
 
 
+def read_record_image(record: dict) -> tuple[dict, dict]:
+    """A shallow copy of ``record`` with ``height``/``width`` set to the image's size when absent, and the transform
+    sample ``{"image": tv_tensors.Image uint8 [3, H, W] (BGR)}``. A size that disagrees with the record is a
+    BadSampleError naming the file."""
+    record = copy.copy(record)
+    image = read_image(record["file_name"], "BGR")
+    h, w = image.shape[:2]
+    if (record.get("height", h), record.get("width", w)) != (h, w):
+        raise BadSampleError(f"Image '{record['file_name']}' is {w}x{h} but its annotation says "
+                             f"{record['width']}x{record['height']}")
+    record.setdefault("height", h)
+    record.setdefault("width", w)
+    return record, {"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))}
+
+
 def build_mapper(cfg, is_train: bool):
     """The mapper named by INPUT.DATASET_MAPPER_NAME."""
     from ..config.config import ConfigError
@@ -72,12 +87,8 @@ class SemSegDatasetMapper:
         return label
 
     def __call__(self, record: dict) -> dict:
-        record = copy.copy(record)
-        image = read_image(record["file_name"], "BGR")
-        h, w = image.shape[:2]
-        record.setdefault("height", h)
-        record.setdefault("width", w)
-        sample = {"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))}
+        record, sample = read_record_image(record)
+        h, w = record["height"], record["width"]
         if self.is_train:
             sample["sem_seg"] = tv_tensors.Mask(torch.from_numpy(self._read_label(record, (h, w))))
         sample = self.transforms(sample)
@@ -119,15 +130,8 @@ class InstanceDatasetMapper:
         self.use_masks = use_masks
 
     def __call__(self, record: dict) -> dict:
-        record = copy.copy(record)
-        image = read_image(record["file_name"], "BGR")
-        h, w = image.shape[:2]
-        if (record.get("height", h), record.get("width", w)) != (h, w):
-            raise BadSampleError(f"Image '{record['file_name']}' is {w}x{h} but its annotation says "
-                                 f"{record['width']}x{record['height']}")
-        record.setdefault("height", h)
-        record.setdefault("width", w)
-        sample = {"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))}
+        record, sample = read_record_image(record)
+        h, w = record["height"], record["width"]
         anns = [a for a in record.pop("annotations", []) if not a.get("iscrowd", 0)] if self.is_train else []
         if self.is_train:
             boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)

@@ -11,7 +11,6 @@ Masks a crop leaves empty are dropped. At test time each behaves as the plain ma
 """
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import torch
@@ -20,7 +19,8 @@ from torchvision import tv_tensors
 from ..structures import Instances
 from ..utils.registry import register_as
 from .io import BadSampleError, read_image
-from .mappers import DATASET_MAPPER_REGISTRY, InstanceDatasetMapper, SemSegDatasetMapper, _to_model_image
+from .mappers import (DATASET_MAPPER_REGISTRY, InstanceDatasetMapper, SemSegDatasetMapper, _to_model_image,
+                      read_record_image)
 from .transforms import build_lsj_transforms, build_transforms
 
 __all__ = ["MaskFormerSemanticDatasetMapper", "MaskFormerInstanceDatasetMapper", "MaskFormerPanopticDatasetMapper",
@@ -108,12 +108,8 @@ class MaskFormerPanopticDatasetMapper:
         return classes, torch.from_numpy(masks)
 
     def __call__(self, record: dict) -> dict:
-        record = copy.copy(record)
-        image = read_image(record["file_name"], "BGR")
-        h, w = image.shape[:2]
-        record.setdefault("height", h)
-        record.setdefault("width", w)
-        sample = {"image": tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))}
+        record, sample = read_record_image(record)
+        h, w = record["height"], record["width"]
         if self.is_train:
             classes, masks = self._segment_masks(record, (h, w))
             sample["masks"] = tv_tensors.Mask(masks)
