@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(PY) tools/demo.py --config-file $(DEMO_CFG) --input 'datasets/synthetic_v1/images/val/0000[0-5].jpg' \
 		--output $(DEMO_OUT)/vis --opts MODEL.WEIGHTS $(DEMO_OUT)/model_final.pth
 	@$(PY) -c "import json; r=[json.loads(l) for l in open('$(DEMO_OUT)/metrics.json')]; \
-		names=('sem_seg/mIoU', 'bbox/AP', 'segm/AP'); m=[x for x in r if any(k in x for k in names)][-1]; \
+		names=('panoptic_seg/PQ', 'sem_seg/mIoU', 'bbox/AP', 'segm/AP'); m=[x for x in r if any(k in x for k in names)][-1]; \
 		shown=', '.join(f'{k} = {m[k]:.2f}' for k in names if k in m); \
 		print(f\"demo: {shown} at iteration {m['iteration']}; overlays in $(DEMO_OUT)/vis\")"
 

@@ -9,6 +9,7 @@ import os
 import pickle
 import zipfile
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -25,7 +26,7 @@ from dense.modeling.meta_arch.mask_former_inference import (instance_inference, 
                                                              upsample_mask_logits)
 from dense.structures import Instances
 
-from conftest import REPO
+from conftest import PY, REPO, run_tool
 from shared_data import KEYS_DIR
 
 TINY = os.path.join(REPO, "tests", "configs", "tiny_mask2former.yaml")
@@ -601,3 +602,30 @@ def test_mappers_build_one_mask_per_segment(synthetic_root):
     out = build_mapper(cfg, True)(rec)
     assert out["image"].shape[-2:] == (96, 96) and out["instances"].gt_masks.shape[-2:] == (96, 96)
     assert isinstance(out["instances"], Instances)
+
+
+def test_panoptic_drawing_and_demo_tool(synthetic_root, tmp_path):
+    """draw_panoptic blends every segment in its class colour (instances of a thing class in distinct shades), with
+    a legend counting segments per class; tools/demo.py draws a panoptic model's output that way."""
+    from dense.utils.visualizer import draw_panoptic, palette
+
+    image = np.zeros((40, 60, 3), np.uint8)
+    ids = np.zeros((40, 60), np.int32)
+    ids[:, :30], ids[5:15, 35:45], ids[20:30, 35:45] = 1, 2, 3
+    info = [{"id": 1, "category_id": 0, "isthing": False}, {"id": 2, "category_id": 2, "isthing": True},
+            {"id": 3, "category_id": 2, "isthing": True}]
+    vis = draw_panoptic(image, ids, info, ["sky", "road", "car"])
+    assert vis.shape[0] >= 40 and vis.shape[1] > 60  # legend on the right
+    drawn = vis[:40, :60].astype(int)
+    assert (drawn[20, 10] > 0).any() and (drawn[38, 55] == 0).all()  # a segment is coloured, void is not
+    assert not np.array_equal(drawn[8, 40], drawn[23, 40])  # two instances of one class: two shades
+    hue = lambda rgb: cv2.cvtColor(np.uint8([[rgb]]), cv2.COLOR_RGB2HSV)[0, 0, 0]
+    assert abs(int(hue(drawn[10, 38])) - int(hue(palette(3)[2]))) <= 2  # in the class's hue
+
+    cfg = os.path.join(REPO, "tests", "configs", "tiny_mask2former.yaml")
+    src = os.path.join(synthetic_root, "images", "val", "00000.jpg")
+    run_tool([PY, "tools/demo.py", "--config-file", cfg, "--input", src, "--output", str(tmp_path), "--opts",
+              "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", "True", "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", "0.0",
+              "DATASETS.TEST", "('synthetic_panoptic_val',)"])
+    out = cv2.imread(str(tmp_path / "00000.png"))
+    assert out.shape[0] >= cv2.imread(src).shape[0] and out.shape[1] > cv2.imread(src).shape[1]

@@ -17,7 +17,7 @@ from dense.config import get_cfg
 from dense.data import MetadataCatalog
 from dense.engine import Trainer
 from dense.utils.logger import setup_logger
-from dense.utils.visualizer import draw_instances, overlay_sem_seg, palette
+from dense.utils.visualizer import draw_instances, draw_panoptic, overlay_sem_seg, palette
 
 
 def parse_args():
@@ -66,7 +66,10 @@ def main():
         with torch.no_grad():
             out = model([inputs])[0]
         rgb = cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        if "instances" in out:
+        if "panoptic_seg" in out:
+            segment_ids, segments_info = out["panoptic_seg"]
+            vis = draw_panoptic(rgb, segment_ids.cpu().numpy(), segments_info, stuff, colors)
+        elif "instances" in out:
             inst = out["instances"].to("cpu")
             keep = inst.scores >= args.confidence_threshold
             inst = inst[keep]
