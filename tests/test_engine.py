@@ -152,3 +152,16 @@ def test_tensorboard_and_metrics_writers(tiny_cfg):
     assert any(f.startswith("events.out.tfevents") for f in files)
     lines = [json.loads(l) for l in open(os.path.join(tiny_cfg.OUTPUT_DIR, "metrics.json"))]
     assert [l["iteration"] for l in lines] == [0, 1] and all("total_loss" in l and "lr" in l for l in lines)
+
+
+def test_trainer_initialisation_follows_seed_not_ambient_rng(tiny_cfg):
+    """A Trainer built in-process (a notebook, a test) initialises its model from SEED, whatever the global RNG
+    did before, as tools/train_net.py does: two Trainers with one SEED start from identical weights."""
+    first = Trainer(tiny_cfg).model.state_dict()
+    torch.rand(1000)  # move the ambient RNG on
+    second = Trainer(tiny_cfg).model.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    tiny_cfg.defrost()
+    tiny_cfg.SEED = tiny_cfg.SEED + 1
+    other = Trainer(tiny_cfg).model.state_dict()
+    assert any(not torch.equal(first[k], other[k]) for k in first if first[k].is_floating_point())

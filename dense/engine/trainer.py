@@ -60,6 +60,8 @@ class Trainer:
         self.cfg = cfg
         if comm.is_main_process():
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        if cfg.SEED >= 0:  # the initialisation is a function of SEED in-process too, not only through default_setup
+            torch.manual_seed(cfg.SEED)
         model = self.build_model(cfg)
         self.optimizer = self.build_optimizer(cfg, model)
         self.model = create_ddp_model(model)
