@@ -46,17 +46,19 @@ _C.MODEL.DSAN.NORM_EPS = 1e-5  # stage LayerNorm eps: 1e-5 seg/det (also fine-tu
 _C.MODEL.DSAN.DROP_PATH_RATE = 0.1  # stochastic depth, linear over all blocks (upstream's seg/det configs: 0.1)
 _C.MODEL.DSAN.USE_CHECKPOINT = False  # activation checkpointing per stage (saves memory in training)
 
-# DAT++ (dense/modeling/backbone/dat.py); defaults = DAT-T++
+# DAT++ and the original DAT (dense/modeling/backbone/dat.py); defaults = DAT-T++
 _C.MODEL.DAT = CN()
+_C.MODEL.DAT.VERSION = "pp"  # "pp" = DAT++ (conv stem, LPU, conv MLP); "v1" = CVPR-2022 DAT (4x4 stem, plain MLP, v1 D-attn)
+_C.MODEL.DAT.WINDOW_SIZE = 7  # window of the Swin "L" / shifted "S" blocks (original DAT: 7 at 224, 12 at 384)
 _C.MODEL.DAT.DIM_STEM = 64  # stem output channels (= DIMS[0])
 _C.MODEL.DAT.DIMS = [64, 128, 256, 512]  # channels of the four stages
 _C.MODEL.DAT.DEPTHS = [2, 4, 18, 2]  # blocks per stage (= lengths of STAGE_SPEC)
 _C.MODEL.DAT.HEADS = [2, 4, 8, 16]  # attention heads per stage (head dim 32)
 _C.MODEL.DAT.GROUPS = [1, 2, 4, 8]  # offset groups of the deformable ("D") blocks per stage
-_C.MODEL.DAT.STAGE_SPEC = ["ND", "NDND", "NDNDNDNDNDNDNDNDND", "DD"]  # block types: N = neighbourhood, D = deformable
+_C.MODEL.DAT.STAGE_SPEC = ["ND", "NDND", "NDNDNDNDNDNDNDNDND", "DD"]  # block types: N = neighbourhood, D = deformable, L / S = (shifted) window
 _C.MODEL.DAT.STRIDES = [8, 4, 2, 1]  # offset-network stride per stage (sampled keys ~ image / 32)
 _C.MODEL.DAT.KSIZES = [9, 7, 5, 3]  # offset-network depthwise kernel per stage
-_C.MODEL.DAT.OFFSET_RANGE_FACTOR = [-1, -1, -1, -1]  # < 0: raw offsets clamped to the map (DAT++); >= 0: tanh-bounded
+_C.MODEL.DAT.OFFSET_RANGE_FACTOR = [-1, -1, -1, -1]  # < 0: raw offsets, position clamped (DAT++) / tanh-ed (v1); > 0: tanh(offset) * factor / (Hk-1) (DAT++) or / Hk (v1)
 _C.MODEL.DAT.NAT_KERNEL_SIZE = 7  # window of the neighbourhood-attention blocks
 _C.MODEL.DAT.EXPANSION = 4  # MLP expansion ratio
 _C.MODEL.DAT.IMG_SIZE = 224  # pretraining resolution; sets the position-bias table sizes

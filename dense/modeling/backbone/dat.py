@@ -6,8 +6,18 @@ blocks alternating neighbourhood attention ("N", 7x7, NATTEN 0.14 semantics) and
 stage's output goes through its own LayerNorm (``norms.i``) and is returned, before the stride-2 down
 projection, as res2..res5 (strides 4, 8, 16, 32). Module and key names equal upstream's, so released
 checkpoints load without renaming.
+
+The original DAT (Xia et al., CVPR 2022; LeapLabTHU/DAT@566a593) is the same module with
+``MODEL.DAT.VERSION: "v1"``: Conv4x4 s4 + LN stem, Conv2x2 s2 + LN down projections, plain Linear MLP
+(``mlps.d.chunk.linear1/2``), no LPU, Swin window blocks "L" (window attention) and "S" (shifted window)
+with relative-position bias tables, and the v1 deformable attention (tanh-bounded offsets scaled by 1/Hk,
+reference points and query grid at cell centres normalised by the size, a position-bias table shaped for
+the pretraining size and resized bicubically to other sizes). Windows pad the map to a multiple of the
+window and crop back, the stem and down projections pad to their stride, so any input size works.
 """
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +30,9 @@ from ..layers import drop_path_rates
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 
-__all__ = ["DAT", "DeformableAttention", "DAT_MIN_SIZE"]
+__all__ = ["DAT", "DeformableAttention", "WindowAttention", "DAT_MIN_SIZE", "DAT_VERSIONS"]
+
+DAT_VERSIONS = ("pp", "v1")  # DAT++ (2023) and the original DAT (CVPR 2022)
 
 DAT_MIN_SIZE = 33  # the stride-32 map must be >= 2 per side: D-attention normalises by (size - 1)
 
@@ -62,6 +74,91 @@ class NeighborhoodAttentionCF(NeighborhoodAttention2D):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+class PlainMLP(nn.Module):
+    """Original DAT's TransformerMLP on NCHW maps: Linear C->eC, GELU, Linear eC->C (key ``chunk``)."""
+
+    def __init__(self, channels: int, expansion: int, drop: float = 0.0):
+        super().__init__()
+        hidden = channels * expansion
+        self.chunk = nn.Sequential(OrderedDict([
+            ("linear1", nn.Linear(channels, hidden)), ("act", nn.GELU()), ("drop1", nn.Dropout(drop)),
+            ("linear2", nn.Linear(hidden, channels)), ("drop2", nn.Dropout(drop)),
+        ]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.chunk(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def _shift_window_mask(h: int, w: int, window: int, shift: int, device=None) -> torch.Tensor:
+    """Swin's shifted-window mask for an (h, w) map (multiples of ``window``): [nW, ws*ws, ws*ws], 0 / -100."""
+    img = torch.zeros(h, w, device=device)
+    cnt = 0
+    for hs in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+        for ws in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+            img[hs, ws] = cnt
+            cnt += 1
+    win = img.reshape(h // window, window, w // window, window).permute(0, 2, 1, 3).reshape(-1, window * window)
+    mask = win.unsqueeze(1) - win.unsqueeze(2)
+    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+class WindowAttention(nn.Module):
+    """Original DAT's ``LocalAttention`` ("L") and ``ShiftWindowAttention`` ("S", ``shift`` > 0) on NCHW maps.
+
+    Swin window attention with a ((2ws-1)^2, heads) relative-position bias table indexed by the int64
+    ``relative_position_index`` buffer. The map is zero-padded bottom/right to a multiple of the window and
+    cropped back. The shifted form keeps upstream's ``attn_mask`` buffer (for ``fmap_size``, the map size at
+    the pretraining resolution) so released keys load, but computes the mask for the padded runtime size
+    (equal values at the pretraining size).
+    """
+
+    def __init__(self, dim: int, heads: int, window_size: int, shift: int = 0, fmap_size: int | None = None,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"WindowAttention: dim {dim} must be divisible by heads {heads}")
+        self.heads, self.window_size, self.shift = heads, window_size, shift
+        self.scale = (dim // heads) ** -0.5
+        self.proj_qkv = nn.Linear(dim, 3 * dim)
+        self.proj_out = nn.Linear(dim, dim)
+        self.attn_drop, self.proj_drop = nn.Dropout(attn_drop), nn.Dropout(proj_drop)
+        ws = window_size
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * ws - 1) ** 2, heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.01)
+        coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
+        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (ws - 1)
+        self.register_buffer("relative_position_index", rel[..., 0] * (2 * ws - 1) + rel[..., 1])
+        if shift:
+            if not 0 < shift < ws:
+                raise ValueError(f"WindowAttention: shift {shift} must be in (0, window {ws})")
+            fmap = fmap_size or ws
+            fmap = -(-fmap // ws) * ws
+            self.register_buffer("attn_mask", _shift_window_mask(fmap, fmap, ws, shift))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        ws = self.window_size
+        x = F.pad(x, (0, (-w) % ws, 0, (-h) % ws))
+        hp, wp = x.shape[-2:]
+        if self.shift:
+            x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(2, 3))
+        r1, r2, n = hp // ws, wp // ws, ws * ws
+        t = x.reshape(b, c, r1, ws, r2, ws).permute(0, 2, 4, 3, 5, 1).reshape(b * r1 * r2, n, c)
+        q, k, v = self.proj_qkv(t).reshape(-1, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
+        attn = attn + bias.permute(2, 0, 1).unsqueeze(0)
+        if self.shift:
+            mask = _shift_window_mask(hp, wp, ws, self.shift, x.device).to(attn.dtype)
+            attn = (attn.view(b, r1 * r2, self.heads, n, n) + mask[None, :, None]).view(-1, self.heads, n, n)
+        attn = self.attn_drop(attn.softmax(dim=-1))
+        t = self.proj_drop(self.proj_out((attn @ v).transpose(1, 2).reshape(-1, n, c)))
+        x = t.reshape(b, r1, r2, ws, ws, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, hp, wp)
+        if self.shift:
+            x = torch.roll(x, shifts=(self.shift, self.shift), dims=(2, 3))
+        return x[:, :, :h, :w]
+
+
 class DeformableAttention(nn.Module):
     """DAT++'s deformable multi-head attention (upstream ``DAttentionBaseline`` with position bias).
 
@@ -72,11 +169,20 @@ class DeformableAttention(nn.Module):
 
     Input/output [B, C, H, W]. ``q_size`` (the map size at the pretraining resolution) only sets the bias
     table's size: the table is sampled in normalised coordinates, so any input size works.
+
+    ``version="v1"`` is the original DAT's ``DAttentionBaseline``: offsets tanh-bounded to
+    ``offset_range_factor / Hk`` (or tanh of the position when the factor is < 0), key reference points and
+    the query grid both at cell centres (i + 0.5) / n, and the bias table viewed at the runtime (2H-1, 2W-1):
+    at another size than the pretraining one it is resized bicubically (as LeapLabTHU/DAT issue #7 advises).
     """
 
     def __init__(self, dim: int, heads: int, groups: int, q_size: int, stride: int, ksize: int,
-                 offset_range_factor: float = -1.0, attn_drop: float = 0.0, proj_drop: float = 0.0):
+                 offset_range_factor: float = -1.0, attn_drop: float = 0.0, proj_drop: float = 0.0,
+                 version: str = "pp"):
         super().__init__()
+        if version not in DAT_VERSIONS:
+            raise ValueError(f"DeformableAttention: version {version!r} not in {DAT_VERSIONS}")
+        self.version = version
         if dim % heads or dim % groups or heads % groups:
             raise ValueError(f"DeformableAttention: dim {dim}, heads {heads} and groups {groups} must divide evenly")
         self.heads, self.groups = heads, groups
@@ -104,7 +210,16 @@ class DeformableAttention(nn.Module):
         xs = (torch.arange(w, dtype=like.dtype, device=like.device) + shift) / (w - 1.0) * 2 - 1
         return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)
 
+    @staticmethod
+    def _centres(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+        """[h, w, 2] (x, y) cell centres (i + 0.5) / n * 2 - 1 (original DAT's _get_ref_points)."""
+        ys = (torch.arange(h, dtype=like.dtype, device=like.device) + 0.5) / h * 2 - 1
+        xs = (torch.arange(w, dtype=like.dtype, device=like.device) + 0.5) / w * 2 - 1
+        return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.version == "v1":
+            return self._forward_v1(x)
         b, c, h, w = x.shape
         bg = b * self.groups
         q = self.proj_q(x)
@@ -131,31 +246,70 @@ class DeformableAttention(nn.Module):
         out = torch.einsum("bmn,bcn->bcm", attn, v).reshape(b, c, h, w)
         return self.proj_drop(self.proj_out(out))
 
+    def _forward_v1(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        bg = b * self.groups
+        q = self.proj_q(x)
+        offset = self.conv_offset(q.reshape(bg, self.group_channels, h, w))  # [B*G, 2 (dy, dx), Hk, Wk]
+        hk, wk = offset.shape[-2:]
+        if self.offset_range_factor > 0:
+            scale = offset.new_tensor([1.0 / hk, 1.0 / wk]).view(1, 2, 1, 1)
+            offset = offset.tanh() * scale * self.offset_range_factor
+        pos = offset.flip(1).permute(0, 2, 3, 1) + self._centres(hk, wk, x)  # (x, y)
+        if self.offset_range_factor < 0:
+            pos = pos.tanh()
+        sampled = F.grid_sample(x.reshape(bg, self.group_channels, h, w), pos, mode="bilinear", align_corners=True)
+        ns = hk * wk
+        sampled = sampled.reshape(b, c, 1, ns)
+        q = q.reshape(b * self.heads, self.head_dim, h * w)
+        k = self.proj_k(sampled).reshape(b * self.heads, self.head_dim, ns)
+        v = self.proj_v(sampled).reshape(b * self.heads, self.head_dim, ns)
+        attn = torch.einsum("bcm,bcn->bmn", q, k) * self.scale  # [B*heads, HW, Ns]
+        q_grid = self._centres(h, w, x).reshape(1, h * w, 1, 2)
+        displacement = (q_grid - pos.reshape(bg, 1, ns, 2)) * 0.5  # [B*G, HW, Ns, 2] in (x, y)
+        table = self.rpe_table
+        if table.shape[-2:] != (2 * h - 1, 2 * w - 1):  # trained for another size: resize as issue #7 advises
+            table = F.interpolate(table[None], size=(2 * h - 1, 2 * w - 1), mode="bicubic", align_corners=False)[0]
+        table = table[None].expand(b, -1, -1, -1).reshape(bg, self.group_heads, 2 * h - 1, 2 * w - 1)
+        bias = F.grid_sample(table, displacement, mode="bilinear", align_corners=True)  # [B*G, h_g, HW, Ns]
+        attn = self.attn_drop((attn + bias.reshape(b * self.heads, h * w, ns)).softmax(dim=2))
+        out = torch.einsum("bmn,bcn->bcm", attn, v).reshape(b, c, h, w)
+        return self.proj_drop(self.proj_out(out))
+
 
 class DATStage(nn.Module):
     """One stage: for each block, LPU residual, then x + DropPath(attn(LN(x))), x + DropPath(MLP(LN(x)))."""
 
     def __init__(self, dim: int, spec: str, heads: int, groups: int, q_size: int, stride: int, ksize: int,
-                 offset_range_factor: float, nat_kernel_size: int, expansion: int, drop_path: list[float]):
+                 offset_range_factor: float, nat_kernel_size: int, expansion: int, drop_path: list[float],
+                 version: str = "pp", window_size: int = 7):
         super().__init__()
-        self.spec = spec
-        self.local_perception_units = nn.ModuleList(nn.Conv2d(dim, dim, 3, 1, 1, groups=dim) for _ in spec)
+        self.spec, self.version = spec, version
+        if version == "pp":  # DAT++: local perception unit + conv MLP; original DAT: neither
+            self.local_perception_units = nn.ModuleList(nn.Conv2d(dim, dim, 3, 1, 1, groups=dim) for _ in spec)
         self.layer_norms = nn.ModuleList(LayerNormProxy(dim) for _ in range(2 * len(spec)))
-        self.mlps = nn.ModuleList(ConvMLP(dim, expansion) for _ in spec)
+        mlp = ConvMLP if version == "pp" else PlainMLP
+        self.mlps = nn.ModuleList(mlp(dim, expansion) for _ in spec)
         attns = []
         for kind in spec:
             if kind == "N":
                 attns.append(NeighborhoodAttentionCF(dim, nat_kernel_size, heads))
             elif kind == "D":
-                attns.append(DeformableAttention(dim, heads, groups, q_size, stride, ksize, offset_range_factor))
+                attns.append(DeformableAttention(dim, heads, groups, q_size, stride, ksize, offset_range_factor,
+                                                 version=version))
+            elif kind in "LS":
+                attns.append(WindowAttention(dim, heads, window_size, shift=window_size // 2 if kind == "S" else 0,
+                                             fmap_size=q_size))
             else:
-                raise ValueError(f"MODEL.DAT.STAGE_SPEC: block type '{kind}' is not supported (use 'N' or 'D')")
+                raise ValueError(f"MODEL.DAT.STAGE_SPEC: block type '{kind}' is not supported "
+                                 "(use 'N', 'D', 'L' or 'S')")
         self.attns = nn.ModuleList(attns)
         self.drop_path = nn.ModuleList(DropPath(p) if p > 0 else nn.Identity() for p in drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for d in range(len(self.spec)):
-            x = x + self.local_perception_units[d](x)
+            if self.version == "pp":
+                x = x + self.local_perception_units[d](x)
             x = x + self.drop_path[d](self.attns[d](self.layer_norms[2 * d](x)))
             x = x + self.drop_path[d](self.mlps[d](self.layer_norms[2 * d + 1](x)))
         return x
@@ -163,36 +317,46 @@ class DATStage(nn.Module):
 
 @BACKBONE_REGISTRY.register()
 class DAT(Backbone):
-    """DAT++ dense-prediction backbone.
+    """DAT++ (``version="pp"``) or original DAT (``version="v1"``) dense-prediction backbone.
 
     forward(images [N, 3, H, W]) -> res2..res5 of sizes ceil(H/s) x ceil(W/s), channels ``dims``.
-    Inputs with a side below 33 px are zero-padded to 33 (upstream returns NaN there) and cropped back.
+    DAT++: inputs with a side below 33 px are zero-padded to 33 (upstream returns NaN there) and cropped back.
+    v1: the input is zero-padded to a multiple of 4 for the 4x4 stem and each map to an even size before the
+    2x2 down projection (Swin's PatchEmbed / PatchMerging rule), so every size works.
     """
 
     def __init__(self, dim_stem: int = 64, dims=(64, 128, 256, 512), depths=(2, 4, 18, 2), heads=(2, 4, 8, 16),
                  groups=(1, 2, 4, 8), stage_spec=("ND", "NDND", "ND" * 9, "DD"), strides=(8, 4, 2, 1),
                  ksizes=(9, 7, 5, 3), offset_range_factor=(-1, -1, -1, -1), nat_kernel_size: int = 7,
                  expansion: int = 4, img_size: int = 224, drop_path_rate: float = 0.0,
-                 out_features=("res2", "res3", "res4", "res5"), use_checkpoint: bool = False):
+                 out_features=("res2", "res3", "res4", "res5"), use_checkpoint: bool = False,
+                 version: str = "pp", window_size: int = 7):
         super().__init__()
+        if version not in DAT_VERSIONS:
+            raise ValueError(f"MODEL.DAT.VERSION must be one of {DAT_VERSIONS}, got {version!r}")
+        self.version = version
         if [len(s) for s in stage_spec] != list(depths):
             raise ValueError(f"MODEL.DAT.STAGE_SPEC block counts {[len(s) for s in stage_spec]} must equal "
                              f"MODEL.DAT.DEPTHS {list(depths)}")
         if dims[0] != dim_stem or any(dims[i + 1] != 2 * dims[i] for i in range(3)):
             raise ValueError(f"DAT++ needs DIMS doubling from DIM_STEM; got DIM_STEM {dim_stem}, DIMS {list(dims)}")
-        self.patch_proj = nn.Sequential(
-            nn.Conv2d(3, dim_stem // 2, 3, 2, 1), LayerNormProxy(dim_stem // 2), nn.GELU(),
-            nn.Conv2d(dim_stem // 2, dim_stem, 3, 2, 1), LayerNormProxy(dim_stem),
-        )
+        if version == "pp":
+            self.patch_proj = nn.Sequential(
+                nn.Conv2d(3, dim_stem // 2, 3, 2, 1), LayerNormProxy(dim_stem // 2), nn.GELU(),
+                nn.Conv2d(dim_stem // 2, dim_stem, 3, 2, 1), LayerNormProxy(dim_stem),
+            )
+        else:
+            self.patch_proj = nn.Sequential(nn.Conv2d(3, dim_stem, 4, 4), LayerNormProxy(dim_stem))
         dpr = drop_path_rates(drop_path_rate, sum(depths))
         self.stages = nn.ModuleList()
         for i in range(4):
             q_size = img_size // 4 // 2**i
             self.stages.append(DATStage(dims[i], stage_spec[i], heads[i], groups[i], q_size, strides[i], ksizes[i],
                                         offset_range_factor[i], nat_kernel_size, expansion,
-                                        dpr[sum(depths[:i]):sum(depths[:i + 1])]))
+                                        dpr[sum(depths[:i]):sum(depths[:i + 1])], version, window_size))
+        k, p = (3, 1) if version == "pp" else (2, 0)
         self.down_projs = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(dims[i], dims[i + 1], 3, 2, 1, bias=False), LayerNormProxy(dims[i + 1]))
+            nn.Sequential(nn.Conv2d(dims[i], dims[i + 1], k, 2, p, bias=False), LayerNormProxy(dims[i + 1]))
             for i in range(3)
         )
         names = ["res2", "res3", "res4", "res5"]
@@ -210,11 +374,15 @@ class DAT(Backbone):
                    stage_spec=d.STAGE_SPEC, strides=d.STRIDES, ksizes=d.KSIZES,
                    offset_range_factor=d.OFFSET_RANGE_FACTOR, nat_kernel_size=d.NAT_KERNEL_SIZE,
                    expansion=d.EXPANSION, img_size=d.IMG_SIZE, drop_path_rate=d.DROP_PATH_RATE,
-                   out_features=cfg.MODEL.BACKBONE.OUT_FEATURES, use_checkpoint=d.USE_CHECKPOINT)
+                   out_features=cfg.MODEL.BACKBONE.OUT_FEATURES, use_checkpoint=d.USE_CHECKPOINT,
+                   version=d.VERSION, window_size=d.WINDOW_SIZE)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = images.shape[-2:]
-        if min(h, w) < DAT_MIN_SIZE:
+        v1 = self.version == "v1"
+        if v1:
+            images = F.pad(images, (0, (-w) % 4, 0, (-h) % 4))
+        elif min(h, w) < DAT_MIN_SIZE:
             images = F.pad(images, (0, max(0, DAT_MIN_SIZE - w), 0, max(0, DAT_MIN_SIZE - h)))
         x = self.patch_proj(images)
         outs = {}
@@ -225,5 +393,7 @@ class DAT(Backbone):
                 s = self._out_feature_strides[name]
                 outs[name] = self.norms[i](x)[..., : -(-h // s), : -(-w // s)]
             if i < 3:
+                if v1:
+                    x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
                 x = self.down_projs[i](x)
         return outs
