@@ -127,7 +127,9 @@ class TorchvisionResNet(BackboneFamily):
 @CHECKPOINT_CONVERTERS.register()
 class DATCheckpoint(BackboneFamily):
     """DAT++ releases: ImageNet (LeapLabTHU/DAT, ``{'model': ...}``, ``cls_head``/``cls_norm``) and mmseg /
-    mmdet (LeapLabTHU/DAT-Segmentation / -Detection). dense keeps upstream's key names."""
+    mmdet (LeapLabTHU/DAT-Segmentation / -Detection); the original DAT's ImageNet files (LeapLabTHU/DAT@566a593,
+    same layout, incl. the int64 ``relative_position_index`` / float ``attn_mask`` buffers) load into
+    MODEL.DAT.VERSION "v1". dense keeps upstream's key names."""
 
     signature = ("patch_proj.0.weight",)
     classifier = re.compile(r"^(cls_head|cls_norm)\.")
