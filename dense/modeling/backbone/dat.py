@@ -202,75 +202,55 @@ class DeformableAttention(nn.Module):
         self.attn_drop, self.proj_drop = nn.Dropout(attn_drop), nn.Dropout(proj_drop)
 
     @staticmethod
-    def _grid(h: int, w: int, like: torch.Tensor, centres: bool) -> torch.Tensor:
-        """[h, w, 2] (x, y) positions normalised as upstream: cell centres (i + 0.5) / (n - 1) for the
-        key reference points (a quirk kept for parity), pixel indices i / (n - 1) for the queries."""
-        shift = 0.5 if centres else 0.0
-        ys = (torch.arange(h, dtype=like.dtype, device=like.device) + shift) / (h - 1.0) * 2 - 1
-        xs = (torch.arange(w, dtype=like.dtype, device=like.device) + shift) / (w - 1.0) * 2 - 1
+    def _grid(h: int, w: int, like: torch.Tensor, shift: float, minus: float) -> torch.Tensor:
+        """[h, w, 2] (x, y) positions (i + shift) / (n - minus) * 2 - 1. DAT++ (kept for parity): key reference
+        points at cell centres over n - 1 (shift 0.5, minus 1), queries at pixel indices (0, 1); original DAT:
+        both at cell centres over n (0.5, 0)."""
+        ys = (torch.arange(h, dtype=like.dtype, device=like.device) + shift) / (h - minus) * 2 - 1
+        xs = (torch.arange(w, dtype=like.dtype, device=like.device) + shift) / (w - minus) * 2 - 1
         return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)
 
-    @staticmethod
-    def _centres(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-        """[h, w, 2] (x, y) cell centres (i + 0.5) / n * 2 - 1 (original DAT's _get_ref_points)."""
-        ys = (torch.arange(h, dtype=like.dtype, device=like.device) + 0.5) / h * 2 - 1
-        xs = (torch.arange(w, dtype=like.dtype, device=like.device) + 0.5) / w * 2 - 1
-        return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)
+    def _key_positions(self, offset: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Offsets [B*G, 2 (dy, dx), Hk, Wk] -> sampling positions [B*G, Hk, Wk, 2] (x, y) in [-1, 1]: with a
+        range factor, tanh(offset) * factor / (Hk - 1) (DAT++; also at factor 0) or / Hk (v1, factor > 0); without,
+        the positions are clamped (DAT++) or tanh-ed (v1)."""
+        hk, wk = offset.shape[-2:]
+        v1, factor = self.version == "v1", self.offset_range_factor
+        if factor > 0 or (factor == 0 and not v1):
+            denom = (hk, wk) if v1 else (hk - 1.0, wk - 1.0)
+            offset = offset.tanh() * offset.new_tensor([1.0 / denom[0], 1.0 / denom[1]]).view(1, 2, 1, 1) * factor
+        pos = offset.flip(1).permute(0, 2, 3, 1) + self._grid(hk, wk, like, 0.5, 0.0 if v1 else 1.0)
+        if factor < 0:
+            pos = pos.tanh() if v1 else pos.clamp(-1.0, 1.0)
+        return pos
+
+    def _bias_table(self, h: int, w: int) -> torch.Tensor:
+        """[heads, Th, Tw] position-bias table for an h x w query map: DAT++ samples its table in normalised
+        coordinates at any size; v1 views it at (2h-1, 2w-1), resized bicubically (LeapLabTHU/DAT issue #7) when
+        trained at another size."""
+        table = self.rpe_table
+        if self.version == "v1" and table.shape[-2:] != (2 * h - 1, 2 * w - 1):
+            table = F.interpolate(table[None], size=(2 * h - 1, 2 * w - 1), mode="bicubic", align_corners=False)[0]
+        return table
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.version == "v1":
-            return self._forward_v1(x)
         b, c, h, w = x.shape
         bg = b * self.groups
+        v1 = self.version == "v1"
         q = self.proj_q(x)
         offset = self.conv_offset(q.reshape(bg, self.group_channels, h, w))  # [B*G, 2 (dy, dx), Hk, Wk]
-        hk, wk = offset.shape[-2:]
-        if self.offset_range_factor >= 0:
-            scale = offset.new_tensor([1.0 / (hk - 1.0), 1.0 / (wk - 1.0)]).view(1, 2, 1, 1)
-            offset = offset.tanh() * scale * self.offset_range_factor
-        pos = offset.flip(1).permute(0, 2, 3, 1) + self._grid(hk, wk, x, centres=True)  # (x, y)
-        if self.offset_range_factor < 0:
-            pos = pos.clamp(-1.0, 1.0)
+        pos = self._key_positions(offset, x)  # [B*G, Hk, Wk, 2] (x, y)
         sampled = F.grid_sample(x.reshape(bg, self.group_channels, h, w), pos, mode="bilinear", align_corners=True)
-        ns = hk * wk
+        ns = pos.shape[1] * pos.shape[2]
         sampled = sampled.reshape(b, c, 1, ns)
         q = q.reshape(b * self.heads, self.head_dim, h * w)
         k = self.proj_k(sampled).reshape(b * self.heads, self.head_dim, ns)
         v = self.proj_v(sampled).reshape(b * self.heads, self.head_dim, ns)
         attn = torch.einsum("bcm,bcn->bmn", q, k) * self.scale  # [B*heads, HW, Ns]
-        q_grid = self._grid(h, w, x, centres=False).reshape(1, h * w, 1, 2)
+        q_grid = self._grid(h, w, x, 0.5 if v1 else 0.0, 0.0 if v1 else 1.0).reshape(1, h * w, 1, 2)
         displacement = (q_grid - pos.reshape(bg, 1, ns, 2)) * 0.5  # [B*G, HW, Ns, 2] in (x, y)
-        table = self.rpe_table[None].expand(b, -1, -1, -1).reshape(bg, self.group_heads, *self.rpe_table.shape[-2:])
-        bias = F.grid_sample(table, displacement, mode="bilinear", align_corners=True)  # [B*G, h_g, HW, Ns]
-        attn = self.attn_drop((attn + bias.reshape(b * self.heads, h * w, ns)).softmax(dim=2))
-        out = torch.einsum("bmn,bcn->bcm", attn, v).reshape(b, c, h, w)
-        return self.proj_drop(self.proj_out(out))
-
-    def _forward_v1(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        bg = b * self.groups
-        q = self.proj_q(x)
-        offset = self.conv_offset(q.reshape(bg, self.group_channels, h, w))  # [B*G, 2 (dy, dx), Hk, Wk]
-        hk, wk = offset.shape[-2:]
-        if self.offset_range_factor > 0:
-            scale = offset.new_tensor([1.0 / hk, 1.0 / wk]).view(1, 2, 1, 1)
-            offset = offset.tanh() * scale * self.offset_range_factor
-        pos = offset.flip(1).permute(0, 2, 3, 1) + self._centres(hk, wk, x)  # (x, y)
-        if self.offset_range_factor < 0:
-            pos = pos.tanh()
-        sampled = F.grid_sample(x.reshape(bg, self.group_channels, h, w), pos, mode="bilinear", align_corners=True)
-        ns = hk * wk
-        sampled = sampled.reshape(b, c, 1, ns)
-        q = q.reshape(b * self.heads, self.head_dim, h * w)
-        k = self.proj_k(sampled).reshape(b * self.heads, self.head_dim, ns)
-        v = self.proj_v(sampled).reshape(b * self.heads, self.head_dim, ns)
-        attn = torch.einsum("bcm,bcn->bmn", q, k) * self.scale  # [B*heads, HW, Ns]
-        q_grid = self._centres(h, w, x).reshape(1, h * w, 1, 2)
-        displacement = (q_grid - pos.reshape(bg, 1, ns, 2)) * 0.5  # [B*G, HW, Ns, 2] in (x, y)
-        table = self.rpe_table
-        if table.shape[-2:] != (2 * h - 1, 2 * w - 1):  # trained for another size: resize as issue #7 advises
-            table = F.interpolate(table[None], size=(2 * h - 1, 2 * w - 1), mode="bicubic", align_corners=False)[0]
-        table = table[None].expand(b, -1, -1, -1).reshape(bg, self.group_heads, 2 * h - 1, 2 * w - 1)
+        table = self._bias_table(h, w)
+        table = table[None].expand(b, -1, -1, -1).reshape(bg, self.group_heads, *table.shape[-2:])
         bias = F.grid_sample(table, displacement, mode="bilinear", align_corners=True)  # [B*G, h_g, HW, Ns]
         attn = self.attn_drop((attn + bias.reshape(b * self.heads, h * w, ns)).softmax(dim=2))
         out = torch.einsum("bmn,bcn->bcm", attn, v).reshape(b, c, h, w)
