@@ -11,6 +11,7 @@ from ...config.config import ConfigError
 from ...structures import ImageList, Instances, paste_masks_in_image
 from ..backbone import Backbone, build_backbone
 from ..necks import build_neck
+from .pixels import PixelNormalizer
 
 __all__ = ["Detector", "detector_postprocess", "DETECTION_SIZE_DIVISIBILITY"]
 
@@ -34,7 +35,7 @@ def detector_postprocess(instances: Instances, height: int, width: int, mask_thr
     return out
 
 
-class Detector(nn.Module):
+class Detector(PixelNormalizer):
     """Base of GeneralizedRCNN and RetinaNet: ``backbone`` -> FPN ``neck`` -> heads.
 
     Inputs follow Detectron2's contract: ``image`` uint8 [3, H, W] in INPUT.FORMAT, optional ``height`` /
@@ -45,10 +46,8 @@ class Detector(nn.Module):
 
     def __init__(self, *, backbone: Backbone, neck: nn.Module, pixel_mean: list[float], pixel_std: list[float],
                  size_divisibility: int = -1, mask_threshold: float = 0.5):
-        super().__init__()
+        super().__init__(pixel_mean, pixel_std)
         self.backbone, self.neck = backbone, neck
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
         self.size_divisibility = (max(backbone.size_divisibility, DETECTION_SIZE_DIVISIBILITY)
                                   if size_divisibility < 0 else size_divisibility)
         self.mask_threshold = mask_threshold
@@ -61,13 +60,8 @@ class Detector(nn.Module):
             raise ConfigError(f"{cfg.MODEL.META_ARCHITECTURE} reads FPN levels: set MODEL.NECK.NAME 'FPN'")
         return backbone, neck
 
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
     def preprocess(self, batched_inputs: list[dict]) -> ImageList:
-        images = [(x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        return ImageList.from_tensors(images, self.size_divisibility)
+        return ImageList.from_tensors([self.normalize(x["image"]) for x in batched_inputs], self.size_divisibility)
 
     def ground_truth(self, batched_inputs: list[dict], masks: bool) -> list[Instances]:
         if any("instances" not in x for x in batched_inputs):

@@ -11,6 +11,7 @@ from ..heads import DecodeHead, build_aux_head, build_sem_seg_head
 from ..layers import resize
 from ..necks import build_neck
 from .build import META_ARCH_REGISTRY
+from .pixels import PixelNormalizer
 
 __all__ = ["SemanticSegmentor", "sem_seg_postprocess", "slide_windows"]
 
@@ -37,7 +38,7 @@ def slide_windows(h: int, w: int, crop: tuple[int, int], stride: tuple[int, int]
 
 
 @META_ARCH_REGISTRY.register()
-class SemanticSegmentor(nn.Module):
+class SemanticSegmentor(PixelNormalizer):
     """Encoder-decoder semantic segmentation.
 
     Training input: list of dicts with ``image`` uint8 [3, H, W] and ``sem_seg`` int64 [H, W]; returns
@@ -55,12 +56,10 @@ class SemanticSegmentor(nn.Module):
                  size_divisibility: int = -1, train_min_size: tuple[int, int] | None = None, test_mode: str = "whole",
                  slide_crop: tuple[int, int] = (512, 512), slide_stride: tuple[int, int] = (341, 341),
                  aug_ratios: tuple[float, ...] = (), aug_flip: bool = False):
-        super().__init__()
+        super().__init__(pixel_mean, pixel_std)
         if test_mode not in ("whole", "slide"):
             raise ValueError(f"TEST.MODE must be 'whole' or 'slide', got '{test_mode}'")
         self.backbone, self.neck, self.sem_seg_head, self.aux_head = backbone, neck, sem_seg_head, aux_head
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
         self.size_divisibility = backbone.size_divisibility if size_divisibility < 0 else size_divisibility
         self.train_min_size = train_min_size
         self.test_mode, self.slide_crop, self.slide_stride = test_mode, tuple(slide_crop), tuple(slide_stride)
@@ -79,13 +78,6 @@ class SemanticSegmentor(nn.Module):
                    test_mode=cfg.TEST.MODE, slide_crop=tuple(cfg.TEST.SLIDE.CROP_SIZE),
                    slide_stride=tuple(cfg.TEST.SLIDE.STRIDE), aug_ratios=tuple(aug.RATIOS) if aug.ENABLED else (),
                    aug_flip=aug.ENABLED and aug.FLIP)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def normalize(self, image: torch.Tensor) -> torch.Tensor:
-        return (image.to(self.device).float() - self.pixel_mean) / self.pixel_std
 
     def extract(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.backbone(images)
