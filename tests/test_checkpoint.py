@@ -1,5 +1,4 @@
 import os
-import pickle
 
 import pytest
 import torch
@@ -83,7 +82,7 @@ def test_torchvision_resnet_checkpoint_is_converted(tiny_cfg, tmp_path):
     ck = DenseCheckpointer(model)
     ck.load(str(tmp_path / "resnet18.pth"))
     r = ck.last_report
-    assert r.converter == "TorchvisionResNet (classification)"
+    assert r.converter == "ResNet (classification)"
     assert set(r.dropped) == {"fc.weight", "fc.bias"}
     assert not r.unexpected and not r.mismatched
     assert all(k.startswith(("sem_seg_head.", "neck.")) for k in r.missing)  # only the new head is missing

@@ -1,10 +1,12 @@
+import inspect
 import os
 import re
 
 import pytest
+import yaml
 
 from dense.config import get_cfg
-from dense.config.config import ConfigError
+from dense.config.config import ConfigError, ConfigValueError
 
 from conftest import REPO, TINY_CFG
 
@@ -46,17 +48,32 @@ def test_missing_config_file():
         get_cfg().merge_from_file("configs/nope.yaml")
 
 
+def _definitions() -> dict[str, str]:
+    """{key: its defining line} of dense/config/defaults.py and every registered backbone family's add_config."""
+    from dense.modeling import BACKBONE_REGISTRY
+
+    sources = [({"_C": ""}, open(os.path.join(REPO, "dense", "config", "defaults.py")).read())]
+    for _, backbone in BACKBONE_REGISTRY:
+        if getattr(backbone, "add_config", None) is not None:
+            src = inspect.getsource(backbone.add_config)
+            nodes = dict((var, node + ".") for node, var in re.findall(r"cfg\.(MODEL\.\w+) = (\w+) = CN\(\)", src))
+            assert nodes, f"{backbone.__name__}.add_config should define its node as `cfg.MODEL.X = x = CN()`"
+            sources.append((nodes, src))
+    found = {}
+    for prefixes, src in sources:
+        for line in src.splitlines():
+            m = re.match(r"^\s*(\w+)\.([A-Z0-9_.]+) = (.*)$", line)
+            if m and m[1] in prefixes:
+                found[prefixes[m[1]] + m[2]] = m[3]
+    return found
+
+
 def test_every_default_key_has_a_comment():
-    """defaults.py documents each key on its line (the config's reference)."""
-    src = open(os.path.join(REPO, "dense", "config", "defaults.py")).read().splitlines()
-    undocumented = []
-    for line in src:
-        m = re.match(r"^_C\.([A-Z0-9_.]+) = (.*)$", line)
-        if m and not m.group(2).startswith("CN()") and "#" not in m.group(2):
-            undocumented.append(m.group(1))
+    """defaults.py and the families' add_<family>_config functions document each key on its line (the config's
+    reference), and define every key get_cfg() returns."""
+    definitions = _definitions()
+    undocumented = [k for k, rest in definitions.items() if not rest.startswith("CN()") and "#" not in rest]
     assert not undocumented, f"keys without a comment: {undocumented}"
-    # and the file defines every key get_cfg() returns
-    defined = {re.match(r"^_C\.([A-Z0-9_.]+) =", l).group(1) for l in src if re.match(r"^_C\.([A-Z0-9_.]+) =", l)}
 
     def leaves(node, prefix=""):
         for k, v in node.items():
@@ -65,7 +82,7 @@ def test_every_default_key_has_a_comment():
             else:
                 yield prefix + k
 
-    assert set(leaves(get_cfg())) <= defined
+    assert set(leaves(get_cfg())) == {k for k, rest in definitions.items() if not rest.startswith("CN()")}
 
 
 def test_all_shipped_configs_parse():
@@ -74,3 +91,40 @@ def test_all_shipped_configs_parse():
             if f.endswith(".yaml") and not f.startswith("Base-"):
                 cfg = get_cfg()
                 cfg.merge_from_file(os.path.join(root, f))
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("MODEL.DAT.DIM_STEM", 64, "'MODEL.DAT.DIM_STEM' was removed: the stem's channels are MODEL.DAT.DIMS[0]"),
+    ("MODEL.DAT.DEPTHS", [2, 2, 6, 2], "'MODEL.DAT.DEPTHS' was removed: the blocks per stage are the lengths of "
+                                       "MODEL.DAT.STAGE_SPEC"),
+    ("SOLVER.LAYER_DECAY.NUM_LAYERS", 24, "was removed: the layers are the backbone's own"),
+    ("INPUT.CROP.TYPE", "absolute_range", "with INPUT.CROP.SIZE_RANGE"),
+    ("MODEL.VIT_ADAPTER.WITH_CP", True, "'MODEL.VIT_ADAPTER.WITH_CP' was renamed to 'MODEL.VIT_ADAPTER.USE_CHECKPOINT'"),
+    ("MODEL.MASK_FORMER.WITH_CP", True, "was renamed to 'MODEL.MASK_FORMER.USE_CHECKPOINT'")])
+def test_removed_and_renamed_keys_say_what_to_do(tmp_path, key, value, message):
+    """An old config that sets a key which restated another (or has a new name) fails with the fix, in a file and on
+    the command line."""
+    *parents, leaf = key.split(".")
+    tree = {leaf: value}
+    for p in reversed(parents):
+        tree = {p: tree}
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match=re.escape(message)) as e:
+        get_cfg().merge_from_file(str(path))
+    assert str(path) in str(e.value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        get_cfg().merge_from_list([key, str(value)])
+
+
+def test_bad_backbone_value_names_the_key_and_value():
+    from dense.modeling import build_backbone
+
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "backbones", "dat_pp_tiny.yaml"))
+    cfg.MODEL.DAT.DIMS = [64, 128, 256, 256]
+    with pytest.raises(ConfigValueError, match=r"^MODEL.DAT.DIMS = \[64, 128, 256, 256\]: each stage must be twice"):
+        build_backbone(cfg)
+    cfg.MODEL.DAT.DIMS, cfg.MODEL.DAT.STAGE_SPEC = [64, 128, 256, 512], ["ND", "NX", "ND", "DD"]
+    with pytest.raises(ValueError, match=r"^MODEL.DAT.STAGE_SPEC = .*: block type 'X' is not supported"):
+        build_backbone(cfg)

@@ -35,7 +35,7 @@ from dense.structures.masks import _paste_chunk
 from dense.utils import comm
 
 from conftest import PY, REPO, run_tool
-from shared_data import KEYS_DIR
+from shared_data import shared_file
 
 TINY = {"mask_rcnn": os.path.join(REPO, "tests", "configs", "tiny_mask_rcnn.yaml"),
         "retinanet": os.path.join(REPO, "tests", "configs", "tiny_retinanet.yaml")}
@@ -268,10 +268,7 @@ def _mmdet_retina_head(num_classes=80):
 
 
 def _released_backbone(file, variant, form):
-    path = os.path.join(KEYS_DIR or "", file)
-    if KEYS_DIR is None or not os.path.isfile(path):
-        pytest.skip(f"shared key table {file} not found (set DENSE_SHARED)")
-    with open(path) as f:
+    with open(shared_file("keys", file)) as f:
         table = json.load(f)[variant][form]
     return {k: tuple(v[0]) for k, v in table["keys"].items() if not v[1].startswith("torch.int")}
 
@@ -428,7 +425,7 @@ def test_detection_pipelines_single_scale_multi_scale_and_crop(synthetic_root):
     sample["boxes"] = tv_tensors.BoundingBoxes(torch.tensor([[0.0, 0.0, 1000.0, 900.0]]), format="XYXY",
                                                canvas_size=(900, 1000))
     for _ in range(5):
-        out = RandomCropRange("absolute_range", (384, 600))(sample)
+        out = RandomCropRange(size_range=(384, 600))(sample)
         ch, cw = out["image"].shape[-2:]
         assert 384 <= ch <= 600 and 384 <= cw <= 600
         assert out["boxes"].tolist() == [[0.0, 0.0, float(cw), float(ch)]]

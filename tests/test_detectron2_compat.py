@@ -14,7 +14,7 @@ from detectron2.modeling import build_backbone as d2_build_backbone  # noqa: E40
 from detectron2.modeling import build_model as d2_build_model  # noqa: E402
 from detectron2.structures import BitMasks, Boxes, Instances  # noqa: E402
 
-from dense.compat.detectron2 import FAMILIES, add_dense_config, unwrap  # noqa: E402
+from dense.compat.detectron2 import add_dense_config, families, unwrap  # noqa: E402
 from dense.config import get_cfg  # noqa: E402
 from dense.modeling import build_backbone  # noqa: E402
 
@@ -25,6 +25,21 @@ D2_CONFIGS = os.path.join(REPO, "tests", "configs", "detectron2")
 VARIANTS = {"dat": "dat_pp_tiny", "davit": "davit_tiny", "vit_adapter": "vit_adapter_tiny_deit", "dsan": "dsan_t"}
 
 
+def _node(family):
+    return next(iter(families()[family][1]))
+
+
+def test_every_dense_family_is_registered_but_resnet():
+    """The families come from dense's BACKBONE_REGISTRY; ResNet is Detectron2's own."""
+    from detectron2.modeling import BACKBONE_REGISTRY
+
+    assert set(families()) == set(VARIANTS)
+    for family in VARIANTS:
+        for suffix in ("backbone", "fpn_backbone", "retinanet_fpn_backbone"):
+            assert f"build_{family}_{suffix}" in BACKBONE_REGISTRY
+    assert "build_resnets_backbone" not in BACKBONE_REGISTRY
+
+
 def _d2_cfg(config: str, family: str, builder: str):
     """A Detectron2 config with the dense family node of the tiny variant and MODEL.BACKBONE.NAME = builder."""
     dense = get_cfg()
@@ -32,7 +47,7 @@ def _d2_cfg(config: str, family: str, builder: str):
     cfg = d2_get_cfg()
     add_dense_config(cfg)
     cfg.merge_from_file(os.path.join(D2_CONFIGS, config))
-    node = FAMILIES[family][1]
+    node = _node(family)
     cfg.MODEL[node] = dense.MODEL[node].clone()
     if family == "vit_adapter":  # SyncBN needs a process group in Detectron2's training loop; BN is equivalent here
         cfg.MODEL[node].NORM = "BN"
@@ -101,7 +116,7 @@ def test_dense_backbone_in_detectron2_gives_the_same_features(tmp_path, family):
     dense_cfg = get_cfg()
     dense_cfg.merge_from_file(config)
     if family in ("vit_adapter", "dsan"):
-        dense_cfg.MODEL[FAMILIES[family][1]].NORM = "BN"
+        dense_cfg.MODEL[_node(family)].NORM = "BN"
     torch.manual_seed(0)
     dense_bb = build_backbone(dense_cfg).eval()
     for p in dense_bb.parameters():  # non-trivial weights everywhere
@@ -109,7 +124,7 @@ def test_dense_backbone_in_detectron2_gives_the_same_features(tmp_path, family):
     torch.save({"model": {"backbone." + k: v for k, v in dense_bb.state_dict().items()}}, tmp_path / "dense.pth")
     run_tool([PY, "tools/convert_checkpoint.py", "--config-file", config, "--input", str(tmp_path / "dense.pth"),
               "--output", str(tmp_path / "d2.pth"), "--format", "detectron2", "MODEL.DEVICE", "cpu"]
-             + ([f"MODEL.{FAMILIES[family][1]}.NORM", "BN"] if family in ("vit_adapter", "dsan") else []))
+             + ([f"MODEL.{_node(family)}.NORM", "BN"] if family in ("vit_adapter", "dsan") else []))
     cfg = _d2_cfg("mask_rcnn_fpn.yaml", family, f"build_{family}_backbone")
     d2_bb = d2_build_backbone(cfg).eval()
     DetectionCheckpointer(d2_bb).load(str(tmp_path / "d2.pth"))
@@ -119,3 +134,32 @@ def test_dense_backbone_in_detectron2_gives_the_same_features(tmp_path, family):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def _readme_yaml(first_line: str) -> str:
+    """The README's ```yaml block that starts with ``first_line``."""
+    readme = open(os.path.join(REPO, "README.md")).read()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```yaml\n")[1:]]
+    return next(b for b in blocks if b.startswith(first_line))
+
+
+def test_readme_examples_load(tmp_path):
+    """The README's two Detectron2 YAML examples: the Mask R-CNN one (its _BASE_ pointed at the installed
+    Detectron2's Base-RCNN-FPN.yaml) builds a Detectron2 model on DAT-T++; the Mask2Former one's own keys load."""
+    import detectron2
+
+    base = os.path.join(os.path.dirname(detectron2.__file__), "model_zoo", "configs", "Base-RCNN-FPN.yaml")
+    text = _readme_yaml("# mask_rcnn_dat_pp_tiny_FPN_1x.yaml").replace("detectron2/configs/Base-RCNN-FPN.yaml", base)
+    (tmp_path / "mask_rcnn.yaml").write_text(text)
+    cfg = d2_get_cfg()
+    add_dense_config(cfg)
+    cfg.merge_from_file(str(tmp_path / "mask_rcnn.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    model = d2_build_model(cfg)
+    assert type(unwrap(model.backbone)).__name__ == "DAT" and cfg.MODEL.DAT.DROP_PATH_RATE == 0.2
+    text = _readme_yaml("# configs/ade20k/semantic-segmentation/dense/maskformer2_dat_pp_tiny_bs16_160k.yaml")
+    (tmp_path / "m2f.yaml").write_text("\n".join(l for l in text.splitlines() if not l.startswith("_BASE_")))
+    cfg = d2_get_cfg()
+    add_dense_config(cfg)
+    cfg.merge_from_file(str(tmp_path / "m2f.yaml"))
+    assert cfg.MODEL.BACKBONE.NAME == "build_dat_backbone" and cfg.MODEL.DAT.DROP_PATH_RATE == 0.3

@@ -88,18 +88,13 @@ def test_released_variants_key_tables_and_param_counts(config, variant, form):
         assert table["params"] == cls["params_without_head"]
 
 
-def test_any_input_size_and_config():
+def test_config():
+    """(Shapes at any size: tests/test_backbone_contract.py.)"""
     bb = _backbone("dsan_t.yaml")
     assert {n: (s.channels, s.stride) for n, s in bb.output_shape().items()} == {
         "res2": (32, 4), "res3": (64, 8), "res4": (160, 16), "res5": (256, 32)}
     assert type(bb.block1[0].norm1) is nn.BatchNorm2d  # SyncBN on one process is plain BN
     assert bb.norm1.eps == 1e-5 and _backbone("dsan_t.yaml", ["MODEL.DSAN.NORM_EPS", 1e-6]).norm4.eps == 1e-6
-    for h, w in [(517, 683), (33, 45), (1, 2)]:
-        with torch.no_grad():
-            out = bb(torch.randn(1, 3, h, w))
-        for (name, t), c, s in zip(out.items(), [32, 64, 160, 256], [4, 8, 16, 32]):
-            assert t.shape == (1, c, -(-h // s), -(-w // s)), (h, w, name, tuple(t.shape))
-            assert torch.isfinite(t).all()
 
 
 def test_bad_configs_name_the_key():
@@ -197,7 +192,7 @@ def test_classification_checkpoint_loads_backbone_and_drops_head(tmp_path):
     ck = DenseCheckpointer(model)
     ck.load(str(path))
     r = ck.last_report
-    assert r.converter == "DSANCheckpoint (classification)"
+    assert r.converter == "DSAN (classification)"
     assert set(r.dropped) == {"head.weight", "head.bias"} and "classifier" in r.dropped["head.weight"]
     assert not r.unexpected and not r.mismatched
     assert all(k.startswith(("sem_seg_head.", "neck.")) for k in r.missing)
@@ -217,7 +212,7 @@ def test_encoder_checkpoint_loads_every_key(tmp_path, into):
     ck = DenseCheckpointer(target)
     ck.load(str(tmp_path / "dsan_t_encoder.pth"))
     r = ck.last_report
-    assert r.converter == ("DSANCheckpoint (classification)" if into == "model" else None)
+    assert r.converter == ("DSAN (classification)" if into == "model" else None)
     assert not r.dropped and not r.unexpected and not r.mismatched
     assert len(r.loaded) == len(sd) and not [k for k in r.missing if not k.startswith(("sem_seg_head.", "neck."))]
 
@@ -235,7 +230,7 @@ def test_mmseg_checkpoint_reports_its_head(tmp_path):
     ck = DenseCheckpointer(model.backbone)
     ck.load(str(tmp_path / "ham_dsan_t.pth"))
     r = ck.last_report
-    assert r.converter == "DSANCheckpoint (mmcv)" and set(r.dropped) == set(head)
+    assert r.converter == "DSAN (mmcv)" and set(r.dropped) == set(head)
     assert len(r.loaded) == len(sd) and not r.missing and not r.unexpected
     ck = DenseCheckpointer(model)
     ck.load(str(tmp_path / "ham_dsan_t.pth"))

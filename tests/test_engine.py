@@ -1,9 +1,7 @@
 import json
-import math
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -11,40 +9,11 @@ import torch
 from torch import nn
 
 from dense.engine import NonFiniteLossError, Trainer
-from dense.engine.solver import build_lr_scheduler
 from dense.modeling import META_ARCH_REGISTRY
 
 from conftest import PY, REPO, TINY_CFG, run_tool
 
 
-def _lrs(cfg, n):
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.SOLVER.BASE_LR)
-    sched = build_lr_scheduler(cfg, opt)
-    out = []
-    for _ in range(n):
-        out.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return out
-
-
-def test_lr_schedules(tiny_cfg):
-    s = tiny_cfg.SOLVER
-    s.BASE_LR, s.MAX_ITER, s.WARMUP_ITERS, s.WARMUP_FACTOR, s.END_LR = 1.0, 100, 10, 0.1, 0.0
-    s.LR_SCHEDULER_NAME, s.POLY_POWER = "poly", 0.9
-    lr = _lrs(tiny_cfg, 100)
-    # mmseg: warmup multiplies the regular lr by 1 - (1 - i/W)(1 - ratio)
-    assert lr[0] == pytest.approx(0.1) and lr[5] == pytest.approx((1 - 0.05) ** 0.9 * (1 - 0.5 * 0.9))
-    assert lr[50] == pytest.approx(0.5**0.9) and lr[99] == pytest.approx(0.01**0.9)
-    s.LR_SCHEDULER_NAME, s.WARMUP_ITERS = "cosine", 0
-    lr = _lrs(tiny_cfg, 100)
-    assert lr[25] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))
-    s.LR_SCHEDULER_NAME, s.STEPS, s.GAMMA = "multistep", (60, 90), 0.1
-    lr = _lrs(tiny_cfg, 100)
-    assert lr[59] == 1.0 and lr[60] == pytest.approx(0.1) and lr[95] == pytest.approx(0.01)
-
-
-@META_ARCH_REGISTRY.register()
 class _NaNAfterTwoSteps(nn.Module):
     def __init__(self):
         super().__init__()
@@ -60,8 +29,16 @@ class _NaNAfterTwoSteps(nn.Module):
         return {"loss_sem_seg": self.w.sum() * (float("nan") if self.calls > 2 else 1.0)}
 
 
-def test_nan_loss_stops_with_clear_error(tiny_cfg):
-    tiny_cfg.MODEL.META_ARCHITECTURE = "_NaNAfterTwoSteps"
+@pytest.fixture
+def nan_model():
+    """_NaNAfterTwoSteps in META_ARCH_REGISTRY for one test."""
+    META_ARCH_REGISTRY.register(_NaNAfterTwoSteps)
+    yield "_NaNAfterTwoSteps"
+    META_ARCH_REGISTRY._obj_map.pop("_NaNAfterTwoSteps")
+
+
+def test_nan_loss_stops_with_clear_error(tiny_cfg, nan_model):
+    tiny_cfg.MODEL.META_ARCHITECTURE = nan_model
     tiny_cfg.DATASETS.TEST = ()
     trainer = Trainer(tiny_cfg)
     with pytest.raises(NonFiniteLossError) as e:
@@ -123,7 +100,7 @@ def test_two_process_training_and_evaluation_match_one_process(synthetic_root, t
     run_tool([torchrun, "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000),
               "tools/train_net.py", "--config-file", TINY_CFG, "OUTPUT_DIR", str(out), "SOLVER.IMS_PER_BATCH", "4"])
     ddp = _metrics(out)
-    assert ddp["sem_seg/mIoU"] >= 0
+    assert len([k for k in ddp if k.startswith("sem_seg/IoU-")]) == 6 and 0 < ddp["sem_seg/pACC"] <= 100
     single = _eval_only(tmp_path / "single", out / "model_final.pth")
     spawned = _eval_only(tmp_path / "spawned", out / "model_final.pth", "--num-gpus", "2")
     for k, v in ddp.items():

@@ -27,7 +27,7 @@ from dense.modeling.meta_arch.mask_former_inference import (instance_inference, 
 from dense.structures import Instances
 
 from conftest import PY, REPO, run_tool
-from shared_data import KEYS_DIR
+from shared_data import shared_file
 
 TINY = os.path.join(REPO, "tests", "configs", "tiny_mask2former.yaml")
 
@@ -491,13 +491,9 @@ def test_released_vit_adapter_mask2former_zip_loads(tmp_path, head_prefix):
     carry), and every tensor lands where the key says; so does the mmdet layout (panoptic_head.*)."""
     cfg = _cfg("configs/coco_stuff10k/mask2former/vit_adapter_base_beit_512_40k.yaml")
     model = build_model(cfg)
-    table_file = os.path.join(KEYS_DIR or "", "vit_adapter_keys.json")
-    if os.path.isfile(table_file):
-        with open(table_file) as f:
-            backbone = {k: (tuple(shape), dtype) for k, (shape, dtype) in
-                        json.load(f)["dense"]["beit_adapter_base_512"]["keys"].items()}
-    else:  # shared key tables absent: the backbone's own keys (its converter is tested in test_vit_adapter.py)
-        backbone = {k: (tuple(v.shape), str(v.dtype)) for k, v in model.backbone.state_dict().items()}
+    with open(shared_file("keys", "vit_adapter_keys.json")) as f:
+        backbone = {k: (tuple(shape), dtype) for k, (shape, dtype) in
+                    json.load(f)["dense"]["beit_adapter_base_512"]["keys"].items()}
     g = torch.Generator().manual_seed(0)
     sd = {"backbone." + k: torch.zeros(s, dtype=torch.int64) if "int" in dtype else torch.randn(s, generator=g)
           for k, (s, dtype) in backbone.items()}

@@ -50,8 +50,10 @@ def main() -> int:
     cfg = get_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(list(args.opts or []) + ["MODEL.DEVICE", "cpu"])
+    cfg.MODEL.WEIGHTS_TRUSTED |= args.trusted
+    cfg.MODEL.WEIGHTS_SKIP_MISMATCH |= args.allow_mismatch
     model = build_model(cfg)
-    checkpointer = DenseCheckpointer(model, trusted=args.trusted, skip_mismatch=args.allow_mismatch)
+    checkpointer = DenseCheckpointer.from_config(cfg, model, save_dir="")
     checkpointer.load(args.input)
     report = checkpointer.last_report
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

@@ -56,7 +56,7 @@ def main():
     if not cfg.MODEL.WEIGHTS:
         logger.warning("MODEL.WEIGHTS is empty: predicting with an untrained model")
     model = Trainer.build_model(cfg)
-    DenseCheckpointer(model, trusted=cfg.MODEL.WEIGHTS_TRUSTED).load(cfg.MODEL.WEIGHTS)
+    DenseCheckpointer.from_config(cfg, model, save_dir="").load(cfg.MODEL.WEIGHTS)
     model.eval()
     mapper = Trainer.build_mapper(cfg, is_train=False)
     stuff, colors, things = class_info(cfg)

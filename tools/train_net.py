@@ -23,8 +23,7 @@ def main(args):
         if not cfg.MODEL.WEIGHTS and not args.resume:
             sys.exit("--eval-only needs the weights to evaluate: add MODEL.WEIGHTS path/to/checkpoint.pth")
         model = Trainer.build_model(cfg)
-        DenseCheckpointer(model, cfg.OUTPUT_DIR, trusted=cfg.MODEL.WEIGHTS_TRUSTED,
-                          skip_mismatch=cfg.MODEL.WEIGHTS_SKIP_MISMATCH).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        DenseCheckpointer.from_config(cfg, model).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             flat = flatten_results_dict(results)

@@ -13,7 +13,7 @@ from fvcore.common.checkpoint import Checkpointer
 from torch import nn
 
 from .io import load_checkpoint_file
-from .official import find_converter, unwrap_model
+from .released import convert_released, mismatch_hint, unwrap_model
 
 __all__ = ["DenseCheckpointer", "LoadReport", "CheckpointMismatchError"]
 
@@ -88,10 +88,11 @@ class DenseCheckpointer(Checkpointer):
     - writes every file atomically (temporary file + rename), so a killed run never leaves a broken
       checkpoint or ``last_checkpoint`` pointer;
     - loads without executing code from the file (see dense.checkpoint.io), unless ``trusted``;
-    - converts released checkpoints of supported families (see dense.checkpoint.official);
-    - refuses shape mismatches (listing them, with the explanation of any module of the model that has a
-      ``mismatch_hint(mismatched) -> str``) unless ``skip_mismatch``, and keeps a :class:`LoadReport` of the
-      last load in ``last_report``.
+    - converts released checkpoints of supported families (see dense.checkpoint.released);
+    - refuses shape mismatches (listing them, with the backbone family's ``mismatch_hint`` when it has one) unless
+      ``skip_mismatch``, and keeps a :class:`LoadReport` of the last load in ``last_report``.
+
+    :meth:`from_config` builds one from a config, as the trainer and every tool do.
     """
 
     def __init__(self, model: nn.Module, save_dir: str = "", *, save_to_disk: bool | None = None,
@@ -104,6 +105,13 @@ class DenseCheckpointer(Checkpointer):
         self.trusted, self.skip_mismatch = trusted, skip_mismatch
         self.last_report: LoadReport | None = None
         self._source = ""
+
+    @classmethod
+    def from_config(cls, cfg, model: nn.Module, save_dir: str | None = None, **checkpointables: Any) -> "DenseCheckpointer":
+        """The checkpointer of ``model`` as ``cfg`` says: MODEL.WEIGHTS_TRUSTED, MODEL.WEIGHTS_SKIP_MISMATCH, checkpoints
+        in ``save_dir`` (default OUTPUT_DIR; "" = none), plus ``checkpointables`` (optimizer, scheduler, ...)."""
+        return cls(model, cfg.OUTPUT_DIR if save_dir is None else save_dir, trusted=cfg.MODEL.WEIGHTS_TRUSTED,
+                   skip_mismatch=cfg.MODEL.WEIGHTS_SKIP_MISMATCH, **checkpointables)
 
     # ------------------------------------------------------------------ saving
     def save(self, name: str, **kwargs: Any) -> None:
@@ -142,10 +150,9 @@ class DenseCheckpointer(Checkpointer):
         report = LoadReport(source=self._source)
         model_sd = self.model.state_dict()
         native = checkpoint.pop(DENSE_MARKER, False) or set(state_dict) <= set(model_sd)
-        converter = None if native else find_converter(state_dict, self.model)
-        if converter is not None:
-            state_dict, report.dropped = converter.convert(state_dict, self.model)
-            report.converter = converter.name
+        conversion = None if native else convert_released(state_dict, self.model)
+        if conversion is not None:
+            state_dict, report.dropped, report.converter = conversion.state_dict, conversion.dropped, conversion.source
         loadable = {}
         for k, v in state_dict.items():
             if k not in model_sd:
@@ -158,8 +165,8 @@ class DenseCheckpointer(Checkpointer):
         report.missing = [k for k in model_sd if k not in state_dict and not k.endswith("num_batches_tracked")]
         if report.mismatched and not self.skip_mismatch:
             rows = "\n".join(f"  {k}: checkpoint {list(a)} vs model {list(b)}" for k, a, b in report.mismatched)
-            hints = [m.mismatch_hint(report.mismatched) for m in self.model.modules() if hasattr(m, "mismatch_hint")]
-            rows += "".join(f"\n{h}" for h in hints if h)
+            hint = mismatch_hint(self.model, report.mismatched)
+            rows += f"\n{hint}" if hint else ""
             raise CheckpointMismatchError(
                 f"Checkpoint '{self._source}' has {len(report.mismatched)} tensors whose shapes differ from the "
                 f"model's:\n{rows}\nThe config does not describe the checkpoint's model (check the backbone variant "

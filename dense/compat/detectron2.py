@@ -1,7 +1,9 @@
 """dense backbones inside a Detectron2 installation (Detectron2 is not on PyPI: build it from source).
 
-Importing this module registers, for every dense backbone family ``f`` (dat, davit, vit_adapter, dsan), into
-``detectron2.modeling.BACKBONE_REGISTRY``:
+Importing this module registers every backbone family of dense's BACKBONE_REGISTRY (its own, not a list kept
+here) whose config node Detectron2 lacks (ResNet is skipped: Detectron2 has its own) into
+``detectron2.modeling.BACKBONE_REGISTRY``, ``f`` being the family's config node in lower case (dat, davit,
+vit_adapter, dsan):
 
 - ``build_f_backbone``: the dense backbone as a Detectron2 ``Backbone`` (res2..res5, ``output_shape`` with
   Detectron2's ShapeSpec, ``size_divisibility``, ``padding_constraints``), e.g. for Mask2Former;
@@ -9,8 +11,9 @@ Importing this module registers, for every dense backbone family ``f`` (dat, dav
   SemanticSegmentor;
 - ``build_f_retinanet_fpn_backbone``: wrapped in Detectron2's FPN with P6/P7 from res5, for RetinaNet.
 
-``add_dense_config(cfg)`` adds the backbones' config nodes (``MODEL.DAT``, ``MODEL.DAVIT``,
-``MODEL.VIT_ADAPTER``, ``MODEL.DSAN`` with dense's defaults, the tiny variants) to a Detectron2 CfgNode::
+:func:`register_backbones` does the same again for backbones registered in dense later (e.g. your own).
+``add_dense_config(cfg)`` adds the families' config nodes (``MODEL.DAT``, ``MODEL.DAVIT``, ``MODEL.VIT_ADAPTER``,
+``MODEL.DSAN``, ... with dense's defaults, the tiny variants) to a Detectron2 CfgNode::
 
     import dense.compat.detectron2  # noqa: F401  (registers the backbones)
     from dense.compat.detectron2 import add_dense_config
@@ -22,6 +25,7 @@ Detectron2's ``DetectionCheckpointer`` loads into any of these wrappers.
 from __future__ import annotations
 
 try:
+    from detectron2.config import get_cfg as d2_get_cfg
     from detectron2.modeling import BACKBONE_REGISTRY as D2_BACKBONE_REGISTRY
     from detectron2.modeling import Backbone as D2Backbone
     from detectron2.modeling import ShapeSpec as D2ShapeSpec
@@ -34,17 +38,15 @@ except ImportError as e:  # pragma: no cover - exercised only without Detectron2
 
 from torch import nn
 
-from ..config import get_cfg as dense_get_cfg
+from ..config.config import CfgNode as DenseCfgNode
 from ..modeling.backbone import BACKBONE_REGISTRY as DENSE_BACKBONE_REGISTRY
 from ..modeling.backbone import Backbone as DenseBackboneBase
 from ..modeling.backbone import ShapeSpec as DenseShapeSpec
 
-__all__ = ["DenseBackbone", "add_dense_config", "unwrap", "FAMILIES", "CONFIG_PREFIX"]
+__all__ = ["DenseBackbone", "add_dense_config", "families", "register_backbones", "unwrap", "CONFIG_PREFIX"]
 
-# Detectron2 registry name stem -> (dense BACKBONE_REGISTRY name, config node under MODEL)
-FAMILIES = {"dat": ("DAT", "DAT"), "davit": ("DaViT", "DAVIT"), "vit_adapter": ("ViTAdapter", "VIT_ADAPTER"),
-            "dsan": ("DSAN", "DSAN")}
 CONFIG_PREFIX = "body."  # key prefix of the dense weights inside DenseBackbone (see convert_checkpoint.py)
+_DETECTRON2_NODES = frozenset(d2_get_cfg().MODEL)  # config nodes Detectron2 has itself (RESNETS, FPN, ...)
 
 
 class DenseBackbone(D2Backbone):
@@ -72,34 +74,50 @@ class DenseBackbone(D2Backbone):
         return {"size_divisibility": self.body.size_divisibility, "square_size": 0}
 
 
+def _config_nodes(backbone: type) -> DenseCfgNode:
+    """The nodes under MODEL that a dense backbone family's ``add_config`` adds, with their defaults."""
+    scratch = DenseCfgNode()
+    scratch.MODEL = DenseCfgNode()
+    backbone.add_config(scratch)
+    return scratch.MODEL
+
+
+def families() -> dict[str, tuple[type, DenseCfgNode]]:
+    """{family: (dense backbone class, its config nodes with their defaults)} for every backbone of dense's
+    BACKBONE_REGISTRY whose config node Detectron2 lacks; ``family`` is the node's name in lower case."""
+    found = {}
+    for _, backbone in sorted(DENSE_BACKBONE_REGISTRY):
+        if getattr(backbone, "add_config", None) is None:
+            continue
+        nodes = _config_nodes(backbone)
+        if nodes and not set(nodes) & _DETECTRON2_NODES:
+            found[next(iter(nodes)).lower()] = (backbone, nodes)
+    return found
+
+
 def add_dense_config(cfg) -> None:
-    """Add dense's backbone config nodes (with dense's defaults) and MODEL.BACKBONE.OUT_FEATURES to a
-    Detectron2 CfgNode. Keys already present are left alone."""
-    defaults = dense_get_cfg()
-    for _, node in FAMILIES.values():
-        if node not in cfg.MODEL:
-            cfg.MODEL[node] = defaults.MODEL[node].clone()
+    """Add the config nodes of dense's backbone families (with dense's defaults) and MODEL.BACKBONE.OUT_FEATURES to a
+    Detectron2 CfgNode. Keys already present are left alone. The nodes become the config's own CfgNode class, so that
+    YAML files merge into them."""
+    for _, nodes in families().values():
+        for name, node in nodes.items():
+            if name not in cfg.MODEL:
+                cfg.MODEL[name] = type(cfg)(node)
     if "OUT_FEATURES" not in cfg.MODEL.BACKBONE:
-        cfg.MODEL.BACKBONE.OUT_FEATURES = list(defaults.MODEL.BACKBONE.OUT_FEATURES)
+        cfg.MODEL.BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
 
 
-def _body(cfg, family: str, input_shape) -> DenseBackbone:
-    dense_name, _ = FAMILIES[family]
-    cls = DENSE_BACKBONE_REGISTRY.get(dense_name)
-    return DenseBackbone(cls.from_config(cfg, DenseShapeSpec(channels=input_shape.channels)))
-
-
-def _register(family: str) -> None:
+def _register(family: str, backbone: type) -> None:
     def build(cfg, input_shape) -> D2Backbone:
-        return _body(cfg, family, input_shape)
+        return DenseBackbone(backbone.from_config(cfg, DenseShapeSpec(channels=input_shape.channels)))
 
     def build_fpn(cfg, input_shape) -> D2Backbone:
-        return FPN(bottom_up=_body(cfg, family, input_shape), in_features=cfg.MODEL.FPN.IN_FEATURES,
+        return FPN(bottom_up=build(cfg, input_shape), in_features=cfg.MODEL.FPN.IN_FEATURES,
                    out_channels=cfg.MODEL.FPN.OUT_CHANNELS, norm=cfg.MODEL.FPN.NORM, top_block=LastLevelMaxPool(),
                    fuse_type=cfg.MODEL.FPN.FUSE_TYPE)
 
     def build_retinanet_fpn(cfg, input_shape) -> D2Backbone:
-        bottom_up = _body(cfg, family, input_shape)
+        bottom_up = build(cfg, input_shape)
         c5 = bottom_up.output_shape()["res5"].channels
         return FPN(bottom_up=bottom_up, in_features=cfg.MODEL.FPN.IN_FEATURES, out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
                    norm=cfg.MODEL.FPN.NORM, top_block=LastLevelP6P7(c5, cfg.MODEL.FPN.OUT_CHANNELS),
@@ -112,8 +130,14 @@ def _register(family: str) -> None:
             D2_BACKBONE_REGISTRY._do_register(name, fn)
 
 
-for _family in FAMILIES:
-    _register(_family)
+def register_backbones() -> None:
+    """Register every dense backbone family (:func:`families`) into Detectron2's BACKBONE_REGISTRY; names already
+    there are left alone. Runs at import; call it again after registering a backbone in dense."""
+    for family, (backbone, _) in families().items():
+        _register(family, backbone)
+
+
+register_backbones()
 
 
 def unwrap(module: nn.Module) -> DenseBackboneBase:

@@ -1,4 +1,3 @@
-from .config import CfgNode, get_cfg
-from .defaults import _C as DEFAULT_CONFIG
+from .config import CfgNode, ConfigError, ConfigValueError, get_cfg
 
-__all__ = ["CfgNode", "get_cfg", "DEFAULT_CONFIG"]
+__all__ = ["CfgNode", "ConfigError", "ConfigValueError", "get_cfg"]

@@ -6,7 +6,7 @@ import os
 
 from fvcore.common.config import CfgNode as _FvCfgNode
 
-__all__ = ["CfgNode", "get_cfg", "ConfigError"]
+__all__ = ["CfgNode", "get_cfg", "ConfigError", "ConfigValueError"]
 
 
 class ConfigError(KeyError):
@@ -14,6 +14,10 @@ class ConfigError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; print it plainly
         return str(self.args[0]) if self.args else ""
+
+
+class ConfigValueError(ConfigError, ValueError):
+    """A config value that what it configures rejects (the message names the key, its value and why)."""
 
 
 class CfgNode(_FvCfgNode):
@@ -46,20 +50,37 @@ class CfgNode(_FvCfgNode):
         except ValueError as e:
             raise ConfigError(f"{e} (in command-line overrides)") from None
 
+    def register_removed_key(self, key: str, why: str) -> None:
+        """``key`` no longer exists: a config that sets it fails with ``why`` (what to do instead). Call on the root."""
+        self.register_renamed_key(key, "", why)
+
+    def raise_key_rename_error(self, full_key: str) -> None:
+        new, why = self.__dict__[CfgNode.RENAMED_KEYS][full_key]
+        change = f"was renamed to '{new}'" if new else "was removed"
+        raise KeyError(f"Config key '{full_key}' {change}: {why}")
+
 
 def _explain(err: Exception) -> str:
     msg = str(err.args[0]) if err.args else str(err)
     if "Non-existent config key" in msg or "Non-existent key" in msg:
         key = msg.split(":", 1)[1].strip()
         return (
-            f"Unknown config key '{key}'. Check its spelling against dense/config/defaults.py "
-            f"(every valid key is defined there with a comment)"
+            f"Unknown config key '{key}'. Check its spelling against dense/config/defaults.py, or the "
+            f"add_<family>_config function beside the backbone's code for a MODEL.<FAMILY> key (every valid key is "
+            f"defined there with a comment)"
         )
     return msg
 
 
 def get_cfg() -> CfgNode:
-    """A fresh copy of the default config: every key dense knows, with its default value."""
+    """A fresh default config: every key dense knows, with its default value: the core keys of
+    dense/config/defaults.py, and each registered backbone family's node (its ``add_config``, beside its code)."""
+    from ..modeling.backbone import BACKBONE_REGISTRY
     from .defaults import _C
 
-    return _C.clone()
+    cfg = _C.clone()
+    for _, backbone in sorted(BACKBONE_REGISTRY):
+        add = getattr(backbone, "add_config", None)
+        if add is not None:
+            add(cfg)
+    return cfg

@@ -1,7 +1,8 @@
-"""Every config key dense knows, with its default and a one-line comment.
+"""The core config keys, each with its default and a one-line comment. Each backbone family adds its own node
+(``MODEL.<FAMILY>``) with ``add_<family>_config(cfg)`` beside its code; ``get_cfg()`` returns both.
 
 Names follow Detectron2 where Detectron2 has the concept (MODEL.META_ARCHITECTURE, INPUT.*, SOLVER.*,
-TEST.EVAL_PERIOD, ...). A YAML file or command-line override that names a key not defined here is
+TEST.EVAL_PERIOD, ...). A YAML file or command-line override that names a key not defined is
 an error naming that key.
 """
 from .config import CfgNode as CN
@@ -27,77 +28,8 @@ _C.MODEL.BACKBONE.NAME = "ResNet"  # name in BACKBONE_REGISTRY
 _C.MODEL.BACKBONE.FREEZE_AT = 0  # freeze the stem (1) and the first N-1 stages (N>1); 0 trains everything
 _C.MODEL.BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # feature maps the backbone returns
 
-_C.MODEL.RESNETS = CN()
-_C.MODEL.RESNETS.DEPTH = 50  # 18, 34, 50, 101 or 152 (torchvision ResNet layout and key names)
-_C.MODEL.RESNETS.NORM = "BN"  # "BN", "SyncBN", "FrozenBN" or "GN"
-_C.MODEL.RESNETS.WIDTH_PER_GROUP = 64  # base width of the bottleneck (64 = ResNet)
-_C.MODEL.RESNETS.ZERO_INIT_RESIDUAL = False  # zero-init the last norm of every residual branch
-
-# DSAN (dense/modeling/backbone/dsan.py); defaults = DSAN-T as upstream's seg/det configs build it
-_C.MODEL.DSAN = CN()
-_C.MODEL.DSAN.EMBED_DIMS = [32, 64, 160, 256]  # channels of the four stages
-_C.MODEL.DSAN.DEPTHS = [3, 3, 5, 2]  # blocks per stage
-_C.MODEL.DSAN.MLP_RATIOS = [8, 8, 4, 4]  # MLP expansion ratio per stage
-_C.MODEL.DSAN.KERNEL_SIZES = [11, 11, 7, 5]  # DSCN strip length K per stage (odd; padded by (K - 1) / 2)
-_C.MODEL.DSAN.DW_KERNEL_SIZES = [11, 11, 7, 5]  # strip depthwise conv of the offset branch per stage (odd)
-_C.MODEL.DSAN.GROUPS = [1, 4, 8, 8]  # DSCN offset groups per stage, as in the checkpoint (S ADE20K 160k: [2, 8, 16, 16])
-_C.MODEL.DSAN.NORM = "SyncBN"  # patch-embedding and block norm: "SyncBN" (upstream; BN on one process), "BN", "FrozenBN"
-_C.MODEL.DSAN.NORM_EPS = 1e-5  # stage LayerNorm eps: 1e-5 seg/det (also fine-tuning); 1e-6 = the ImageNet classifier
-_C.MODEL.DSAN.DROP_PATH_RATE = 0.1  # stochastic depth, linear over all blocks (upstream's seg/det configs: 0.1)
-_C.MODEL.DSAN.USE_CHECKPOINT = False  # activation checkpointing per stage (saves memory in training)
-
-# DAT++ and the original DAT (dense/modeling/backbone/dat.py); defaults = DAT-T++
-_C.MODEL.DAT = CN()
-_C.MODEL.DAT.VERSION = "pp"  # "pp" = DAT++ (conv stem, LPU, conv MLP); "v1" = CVPR-2022 DAT (4x4 stem, plain MLP, v1 D-attn)
-_C.MODEL.DAT.WINDOW_SIZE = 7  # window of the Swin "L" / shifted "S" blocks (original DAT: 7 at 224, 12 at 384)
-_C.MODEL.DAT.DIM_STEM = 64  # stem output channels (= DIMS[0])
-_C.MODEL.DAT.DIMS = [64, 128, 256, 512]  # channels of the four stages
-_C.MODEL.DAT.DEPTHS = [2, 4, 18, 2]  # blocks per stage (= lengths of STAGE_SPEC)
-_C.MODEL.DAT.HEADS = [2, 4, 8, 16]  # attention heads per stage (head dim 32)
-_C.MODEL.DAT.GROUPS = [1, 2, 4, 8]  # offset groups of the deformable ("D") blocks per stage
-_C.MODEL.DAT.STAGE_SPEC = ["ND", "NDND", "NDNDNDNDNDNDNDNDND", "DD"]  # block types: N = neighbourhood, D = deformable, L / S = (shifted) window
-_C.MODEL.DAT.STRIDES = [8, 4, 2, 1]  # offset-network stride per stage (sampled keys ~ image / 32)
-_C.MODEL.DAT.KSIZES = [9, 7, 5, 3]  # offset-network depthwise kernel per stage
-_C.MODEL.DAT.OFFSET_RANGE_FACTOR = [-1, -1, -1, -1]  # < 0: raw offsets, position clamped (DAT++) / tanh-ed (v1); > 0: tanh(offset) * factor / (Hk-1) (DAT++) or / Hk (v1)
-_C.MODEL.DAT.NAT_KERNEL_SIZE = 7  # window of the neighbourhood-attention blocks
-_C.MODEL.DAT.EXPANSION = 4  # MLP expansion ratio
-_C.MODEL.DAT.IMG_SIZE = 224  # pretraining resolution; sets the position-bias table sizes
-_C.MODEL.DAT.DROP_PATH_RATE = 0.0  # stochastic depth, linear over all blocks
-_C.MODEL.DAT.USE_CHECKPOINT = False  # activation checkpointing per stage (saves memory in training)
-
-# DaViT (dense/modeling/backbone/davit.py); defaults = DaViT-T
-_C.MODEL.DAVIT = CN()
-_C.MODEL.DAVIT.EMBED_DIMS = [96, 192, 384, 768]  # channels of the four stages
-_C.MODEL.DAVIT.DEPTHS = [1, 1, 3, 1]  # dual (spatial + channel) blocks per stage
-_C.MODEL.DAVIT.NUM_HEADS = [3, 6, 12, 24]  # heads of the window attention = groups of the channel attention
-_C.MODEL.DAVIT.WINDOW_SIZE = 7  # spatial attention window
-_C.MODEL.DAVIT.MLP_RATIO = 4.0  # MLP expansion ratio
-_C.MODEL.DAVIT.DROP_PATH_RATE = 0.0  # stochastic depth over the 2 * sum(DEPTHS) sub-blocks (official schedule)
-_C.MODEL.DAVIT.USE_CHECKPOINT = False  # activation checkpointing of the blocks (saves memory in training)
-
-# ViT-Adapter (dense/modeling/backbone/vit_adapter.py); defaults = ViT-Adapter-T on DeiT-T, segmentation form
-_C.MODEL.VIT_ADAPTER = CN()
-_C.MODEL.VIT_ADAPTER.BASE = "vit"  # ViT trunk: "vit" (DeiT / AugReg blocks, abs. pos_embed) or "beit" (rel. pos. bias)
-_C.MODEL.VIT_ADAPTER.IMG_SIZE = 224  # training size of the position tables: ViT pos_embed grid / BEiT whole-image table
-_C.MODEL.VIT_ADAPTER.EMBED_DIM = 192  # ViT width = channels of every output level
-_C.MODEL.VIT_ADAPTER.DEPTH = 12  # ViT blocks
-_C.MODEL.VIT_ADAPTER.NUM_HEADS = 3  # ViT attention heads
-_C.MODEL.VIT_ADAPTER.MLP_RATIO = 4.0  # ViT MLP expansion ratio
-_C.MODEL.VIT_ADAPTER.DROP_PATH_RATE = 0.1  # stochastic depth, linear over the blocks; the extractors use the full rate
-_C.MODEL.VIT_ADAPTER.INIT_VALUES = 0.0  # start of the injectors' gamma and BEiT's layer scale (1e-6 for BEiT)
-_C.MODEL.VIT_ADAPTER.WINDOW_SIZE = []  # per-block attention window, 0 = global; empty = all global (seg configs)
-_C.MODEL.VIT_ADAPTER.CONV_INPLANE = 64  # width of the spatial prior module's stem
-_C.MODEL.VIT_ADAPTER.N_POINTS = 4  # sampling points per head and level of the deformable attentions
-_C.MODEL.VIT_ADAPTER.DEFORM_NUM_HEADS = 6  # heads of the injector/extractor deformable attentions
-_C.MODEL.VIT_ADAPTER.DEFORM_RATIO = 1.0  # deformable-attention value width = DEFORM_RATIO * EMBED_DIM
-_C.MODEL.VIT_ADAPTER.CFFN_RATIO = 0.25  # hidden width of the extractors' ConvFFN = CFFN_RATIO * EMBED_DIM
-_C.MODEL.VIT_ADAPTER.WITH_CFFN = True  # ConvFFN after every extractor
-_C.MODEL.VIT_ADAPTER.USE_EXTRA_EXTRACTOR = True  # 2 extra extractors in the last interaction (all but "light")
-_C.MODEL.VIT_ADAPTER.INTERACTION_INDEXES = [[0, 2], [3, 5], [6, 8], [9, 11]]  # [first, last] block per interaction
-_C.MODEL.VIT_ADAPTER.ADD_VIT_FEATURE = True  # add the ViT tokens to the four pyramid levels
-_C.MODEL.VIT_ADAPTER.VIT_FEATURE = "stages"  # ViT tokens added: "stages" = stage i to level i (seg), "final" = last (det)
-_C.MODEL.VIT_ADAPTER.NORM = "SyncBN"  # norm of the spatial prior module and the outputs (BN on one process)
-_C.MODEL.VIT_ADAPTER.WITH_CP = False  # activation checkpointing of blocks, injectors, extractors (saves memory)
+# Each backbone family's node (MODEL.RESNETS, MODEL.DAT, MODEL.DAVIT, MODEL.VIT_ADAPTER, MODEL.DSAN, ...) is added by
+# the add_<family>_config function beside its code in dense/modeling/backbone/ (get_cfg() collects them).
 
 # Neck between backbone and head (empty NAME = none); FPN as in mmdet/mmseg (lateral_convs/fpn_convs)
 _C.MODEL.NECK = CN()
@@ -145,7 +77,7 @@ _C.MODEL.MASK_FORMER.NHEADS = 8  # attention heads of the transformer decoder
 _C.MODEL.MASK_FORMER.DIM_FEEDFORWARD = 2048  # FFN width of the transformer decoder
 _C.MODEL.MASK_FORMER.DEC_LAYERS = 10  # predictions made: the learnable queries' + one per masked-attention layer (DEC_LAYERS - 1 layers)
 _C.MODEL.MASK_FORMER.DROPOUT = 0.0  # dropout in the transformer decoder and the pixel decoder's encoder
-_C.MODEL.MASK_FORMER.WITH_CP = False  # activation checkpointing of the FFNs (saves training memory, same results; ViT-Adapter-L: True)
+_C.MODEL.MASK_FORMER.USE_CHECKPOINT = False  # activation checkpointing of the FFNs (saves training memory, same results; ViT-Adapter-L: True)
 _C.MODEL.MASK_FORMER.DEEP_SUPERVISION = True  # losses on every prediction, not just the last one
 _C.MODEL.MASK_FORMER.CLASS_WEIGHT = 2.0  # weight of the classification cross-entropy (loss and matching cost)
 _C.MODEL.MASK_FORMER.MASK_WEIGHT = 5.0  # weight of the sigmoid binary cross-entropy on sampled mask points
@@ -261,9 +193,9 @@ _C.INPUT.MIN_SIZE_TEST = 512  # test short side (keep ratio); 0 = no resize
 _C.INPUT.MAX_SIZE_TEST = 2048  # test long-side cap
 _C.INPUT.CROP = CN()
 _C.INPUT.CROP.ENABLED = True  # random crop after resize
-_C.INPUT.CROP.SIZE = (512, 512)  # crop (height, width); the image is padded when smaller (mmseg Pad)
+_C.INPUT.CROP.SIZE = (512, 512)  # crop window (height, width); semantic training pads images smaller than it (mmseg Pad)
+_C.INPUT.CROP.SIZE_RANGE = ()  # detection: (min, max): a window whose height and width are each uniform in [min, max] instead of SIZE (mmdet absolute_range)
 _C.INPUT.CROP.CAT_MAX_RATIO = 0.75  # retry a crop (10 times) when one class covers more than this share
-_C.INPUT.CROP.TYPE = "absolute"  # "absolute": a SIZE (h, w) window; "absolute_range" (detection): h, w each uniform in [SIZE[0], SIZE[1]]
 _C.INPUT.CROP.PROB = 1.0  # detection: chance of the crop branch (DETR-style AutoAugment: 0.5, else only the resize); semantic pipelines always crop
 _C.INPUT.CROP.RESIZE_BEFORE = ()  # detection: short sides (one drawn, long side <= MAX_SIZE_TRAIN) to resize to before the crop (DETR: 400, 500, 600)
 _C.INPUT.FINAL_CROP_SIZE = ()  # detection: a random crop to at most (h, w) after the resize (ViT-Adapter: 1024, 1024); empty = none
@@ -301,9 +233,8 @@ _C.SOLVER.WEIGHT_DECAY_BIAS = -1.0  # weight decay of biases; < 0: same as WEIGH
 _C.SOLVER.BACKBONE_MULTIPLIER = 1.0  # lr factor of backbone.* parameters (Mask2Former uses 0.1)
 _C.SOLVER.HEAD_LR_MULTIPLIER = 1.0  # lr factor of parameters whose name contains "head" (mmseg custom key)
 _C.SOLVER.LAYER_DECAY = CN()
-_C.SOLVER.LAYER_DECAY.ENABLED = False  # ViT layer-wise lr decay (ViT-Adapter's LayerDecayOptimizerConstructor)
-_C.SOLVER.LAYER_DECAY.RATE = 0.9  # lr of layer i = rate^(NUM_LAYERS + 1 - i); 1-D params and biases get no decay
-_C.SOLVER.LAYER_DECAY.NUM_LAYERS = 12  # transformer blocks of the ViT
+_C.SOLVER.LAYER_DECAY.ENABLED = False  # layer-wise lr decay by the backbone's layer rule (ViT-Adapter's LayerDecayOptimizerConstructor)
+_C.SOLVER.LAYER_DECAY.RATE = 0.9  # lr of layer i = rate^(L + 1 - i), L = the backbone's layers (ViT: its blocks); 1-D params and biases get no wd
 _C.SOLVER.BETAS = (0.9, 0.999)  # AdamW betas
 _C.SOLVER.MOMENTUM = 0.9  # SGD momentum
 _C.SOLVER.NESTEROV = False  # SGD Nesterov momentum
@@ -350,3 +281,13 @@ _C.SEED = -1  # global seed; negative = pick one and record it in OUTPUT_DIR/con
 _C.CUDNN_BENCHMARK = False  # cudnn autotuner (faster, not bit-reproducible)
 _C.LOG_PERIOD = 20  # print progress and write metrics every N iterations
 _C.TENSORBOARD = False  # also write TensorBoard event files to OUTPUT_DIR
+
+# ---------------------------------------------------------------------------------------------
+# Keys that were removed or renamed: a config that sets one fails with what to do instead
+# ---------------------------------------------------------------------------------------------
+_C.register_removed_key("SOLVER.LAYER_DECAY.NUM_LAYERS", "the layers are the backbone's own (ViT-Adapter: "
+                                                         "MODEL.VIT_ADAPTER.DEPTH); delete the key")
+_C.register_removed_key("INPUT.CROP.TYPE", "a crop is an INPUT.CROP.SIZE (h, w) window, or with INPUT.CROP.SIZE_RANGE "
+                                           "(min, max) one whose sides are drawn from the range (was 'absolute_range')")
+_C.register_renamed_key("MODEL.MASK_FORMER.WITH_CP", "MODEL.MASK_FORMER.USE_CHECKPOINT",
+                        "activation checkpointing has one name everywhere")

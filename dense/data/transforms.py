@@ -166,25 +166,26 @@ class PhotoMetricDistortion:
 
 
 class RandomCropRange:
-    """mmdet ``RandomCrop`` with ``crop_type`` "absolute" (a window of min(h, size[0]) x min(w, size[1])) or
-    "absolute_range" (height and width each a uniform integer in [min(side, size[0]), min(side, size[1])]), at a
-    uniform position. Boxes are shifted and clipped to the window; the mapper drops those left empty and keeps a
-    crop that lost every box (mmdet ``allow_negative_crop=True``)."""
+    """mmdet ``RandomCrop``: a window of min(h, size[0]) x min(w, size[1]) ("absolute"), or with ``size_range`` =
+    (lo, hi) one whose height and width are each a uniform integer in [min(side, lo), min(side, hi)]
+    ("absolute_range"), at a uniform position. Boxes are shifted and clipped to the window; the mapper drops those
+    left empty and keeps a crop that lost every box (mmdet ``allow_negative_crop=True``)."""
 
-    def __init__(self, crop_type: str, size: tuple[int, int]):
-        if crop_type not in ("absolute", "absolute_range"):
-            raise ValueError(f"INPUT.CROP.TYPE must be 'absolute' or 'absolute_range' for detection, got '{crop_type}'")
-        if crop_type == "absolute_range" and size[0] > size[1]:
-            raise ValueError(f"INPUT.CROP.SIZE must be (min, max) for 'absolute_range', got {tuple(size)}")
-        self.crop_type, self.size = crop_type, tuple(int(v) for v in size)
+    def __init__(self, size: tuple[int, int] = (), size_range: tuple[int, int] = ()):
+        if bool(size) == bool(size_range):
+            raise ValueError("RandomCropRange crops a `size` window or one of sides in `size_range`: give one of them")
+        if size_range and (len(size_range) != 2 or size_range[0] > size_range[1]):
+            raise ValueError(f"INPUT.CROP.SIZE_RANGE must be (min, max), got {tuple(size_range)}")
+        self.size, self.size_range = tuple(int(v) for v in size), tuple(int(v) for v in size_range)
 
     def __call__(self, sample: dict) -> dict:
         h, w = _size(sample)
-        if self.crop_type == "absolute":
+        if self.size:
             ch, cw = min(self.size[0], h), min(self.size[1], w)
         else:
-            ch = _randint(min(h, self.size[0]), min(h, self.size[1]) + 1)
-            cw = _randint(min(w, self.size[0]), min(w, self.size[1]) + 1)
+            lo, hi = self.size_range
+            ch = _randint(min(h, lo), min(h, hi) + 1)
+            cw = _randint(min(w, lo), min(w, hi) + 1)
         top, left = _randint(0, h - ch + 1), _randint(0, w - cw + 1)
         return {k: TF.crop(v, top, left, ch, cw) for k, v in sample.items()}
 
@@ -265,9 +266,9 @@ def build_transforms(cfg, is_train: bool) -> Compose:
         return _test_resize(inp)
     augs = [_train_resize(inp)]
     if inp.CROP.ENABLED:
-        if inp.CROP.TYPE != "absolute":
-            raise ValueError(f"INPUT.CROP.TYPE '{inp.CROP.TYPE}' is for the detection mapper; semantic pipelines crop "
-                             f"an 'absolute' INPUT.CROP.SIZE window")
+        if inp.CROP.SIZE_RANGE:
+            raise ValueError("INPUT.CROP.SIZE_RANGE is for the detection mapper; semantic pipelines crop an "
+                             "INPUT.CROP.SIZE window: set INPUT.CROP.SIZE_RANGE ()")
         augs.append(RandomCropCatMax(inp.CROP.SIZE, inp.CROP.CAT_MAX_RATIO, cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE))
     if inp.FLIP_PROB > 0:
         augs.append(RandomFlip(inp.FLIP_PROB))
@@ -281,7 +282,8 @@ def build_detection_transforms(cfg, is_train: bool) -> Compose:
 
     Training: flip (FLIP_PROB), then the resize (MIN_SIZE_TRAIN, MAX_SIZE_TRAIN: single-scale 1333 x 800 or the
     multi-scale short side 480-800 step 32); with CROP.ENABLED, DETR-style AutoAugment: with probability CROP.PROB
-    the image is first resized to a short side from CROP.RESIZE_BEFORE and randomly cropped (CROP.TYPE, CROP.SIZE)
+    the image is first resized to a short side from CROP.RESIZE_BEFORE and randomly cropped (a CROP.SIZE window, or
+    with CROP.SIZE_RANGE one of sides drawn from that range)
     before that resize; last, a random crop to at most FINAL_CROP_SIZE (ViT-Adapter's 1024 x 1024) when set.
     """
     inp = cfg.INPUT
@@ -291,10 +293,11 @@ def build_detection_transforms(cfg, is_train: bool) -> Compose:
     resize = _train_resize(inp)
     if inp.CROP.ENABLED:
         crop = [ResizeShortestEdge(inp.CROP.RESIZE_BEFORE, inp.MAX_SIZE_TRAIN)] if inp.CROP.RESIZE_BEFORE else []
-        crop += [RandomCropRange(inp.CROP.TYPE, inp.CROP.SIZE), resize]
+        size = () if inp.CROP.SIZE_RANGE else inp.CROP.SIZE
+        crop += [RandomCropRange(size, inp.CROP.SIZE_RANGE), resize]
         augs.append(RandomEither(Compose(crop), Compose([resize]), inp.CROP.PROB))
     else:
         augs.append(resize)
     if inp.FINAL_CROP_SIZE:
-        augs.append(RandomCropRange("absolute", inp.FINAL_CROP_SIZE))
+        augs.append(RandomCropRange(inp.FINAL_CROP_SIZE))
     return Compose(augs)

@@ -10,36 +10,29 @@ import torch
 from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler, ParamScheduler
 from torch import nn
 
-__all__ = ["build_optimizer", "build_lr_scheduler", "get_param_groups", "vit_layer_id", "PolyParamScheduler",
+from ..config.config import ConfigValueError
+
+__all__ = ["build_optimizer", "build_lr_scheduler", "get_param_groups", "PolyParamScheduler",
            "WarmupParamScheduler", "LRMultiplier"]
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
                nn.modules.instancenorm._InstanceNorm)
 
 
-def vit_layer_id(name: str, num_layers: int) -> int:
-    """Layer of a parameter for layer-wise lr decay (ViT-Adapter's LayerDecayOptimizerConstructor): the ViT
-    embeddings are layer 0, ``backbone.blocks.i`` layer i + 1, everything else (adapter, heads) the last
-    layer, num_layers + 1."""
-    if name.startswith(("backbone.cls_token", "backbone.mask_token", "backbone.pos_embed", "backbone.patch_embed")):
-        return 0
-    if name.startswith("backbone.blocks."):
-        return int(name.split(".")[2]) + 1
-    return num_layers + 1
-
-
 def get_param_groups(model: nn.Module, base_lr: float, weight_decay: float, weight_decay_norm: float,
                      no_decay_keys: tuple[str, ...] = (), weight_decay_bias: float | None = None,
                      backbone_multiplier: float = 1.0, head_multiplier: float = 1.0,
-                     layer_decay: tuple[float, int] | None = None) -> list[dict]:
+                     layer_decay: float | None = None) -> list[dict]:
     """Parameter groups of (lr, weight decay), in a deterministic order.
 
     Weight decay: norm-layer parameters get ``weight_decay_norm``; names containing one of ``no_decay_keys``
-    get 0; biases ``weight_decay_bias`` (None = ``weight_decay``); the rest ``weight_decay``. With
-    ``layer_decay = (rate, num_layers)`` (ViT-Adapter), lr is scaled by rate^(num_layers + 1 - layer) and every
-    1-D parameter and bias gets no weight decay, as upstream. lr is also scaled by ``backbone_multiplier`` for
+    get 0; biases ``weight_decay_bias`` (None = ``weight_decay``); the rest ``weight_decay``. With a
+    ``layer_decay`` rate (ViT-Adapter), lr is scaled by rate^(L + 1 - layer) by the backbone's layer rule (its
+    ``lr_layer_id`` and ``num_lr_layers`` = L; parameters outside the backbone are layer L + 1) and every 1-D
+    parameter and bias gets no weight decay, as upstream. lr is also scaled by ``backbone_multiplier`` for
     ``backbone.*`` and ``head_multiplier`` for names containing "head" (mmseg's custom key).
     """
+    layer_of = _layer_rule(model) if layer_decay is not None else None
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     seen: set[int] = set()
     for module_name, module in model.named_modules():
@@ -61,13 +54,30 @@ def get_param_groups(model: nn.Module, base_lr: float, weight_decay: float, weig
                 scale *= backbone_multiplier
             if "head" in full:
                 scale *= head_multiplier
-            if layer_decay is not None:
-                rate, num_layers = layer_decay
-                scale *= rate ** (num_layers + 1 - vit_layer_id(full, num_layers))
+            if layer_of is not None:
+                layer, num_layers = layer_of(full)
+                scale *= layer_decay ** (num_layers + 1 - layer)
                 if p.ndim == 1 or name == "bias":
                     wd = 0.0
             groups.setdefault((scale, wd), []).append(p)
     return [{"params": ps, "lr": base_lr * scale, "weight_decay": wd} for (scale, wd), ps in groups.items()]
+
+
+def _layer_rule(model: nn.Module):
+    """``full parameter name -> (layer, L)`` by the backbone's layer rule (``lr_layer_id``, ``num_lr_layers`` = L);
+    parameters outside the backbone are layer L + 1."""
+    model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    backbone = getattr(model, "backbone", None)
+    if not hasattr(backbone, "lr_layer_id"):
+        raise ConfigValueError(f"SOLVER.LAYER_DECAY.ENABLED = True: the backbone {type(backbone).__name__} has no layer "
+                               f"rule for layer-wise lr decay (ViTAdapter has one); set SOLVER.LAYER_DECAY.ENABLED False")
+    num_layers = backbone.num_lr_layers
+
+    def layer_of(name: str) -> tuple[int, int]:
+        inside = name.startswith("backbone.")
+        return (backbone.lr_layer_id(name[len("backbone."):]) if inside else num_layers + 1), num_layers
+
+    return layer_of
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
@@ -76,7 +86,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         model, s.BASE_LR, s.WEIGHT_DECAY, s.WEIGHT_DECAY_NORM, tuple(s.NO_WEIGHT_DECAY_KEYS),
         weight_decay_bias=None if s.WEIGHT_DECAY_BIAS < 0 else s.WEIGHT_DECAY_BIAS,
         backbone_multiplier=s.BACKBONE_MULTIPLIER, head_multiplier=s.HEAD_LR_MULTIPLIER,
-        layer_decay=(s.LAYER_DECAY.RATE, s.LAYER_DECAY.NUM_LAYERS) if s.LAYER_DECAY.ENABLED else None)
+        layer_decay=s.LAYER_DECAY.RATE if s.LAYER_DECAY.ENABLED else None)
     if s.OPTIMIZER == "AdamW":
         return torch.optim.AdamW(groups, lr=s.BASE_LR, betas=tuple(s.BETAS), weight_decay=s.WEIGHT_DECAY)
     if s.OPTIMIZER == "SGD":

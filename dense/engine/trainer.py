@@ -73,8 +73,7 @@ class Trainer:
         checkpointables = {"optimizer": self.optimizer, "scheduler": self.scheduler}
         if self.grad_scaler is not None:
             checkpointables["grad_scaler"] = self.grad_scaler
-        self.checkpointer = DenseCheckpointer(model, cfg.OUTPUT_DIR, trusted=cfg.MODEL.WEIGHTS_TRUSTED,
-                                              skip_mismatch=cfg.MODEL.WEIGHTS_SKIP_MISMATCH, **checkpointables)
+        self.checkpointer = DenseCheckpointer.from_config(cfg, model, **checkpointables)
         self.seed = cfg.SEED
         self.start_iter, self.iter, self.max_iter = 0, 0, cfg.SOLVER.MAX_ITER
         self._hooks: list[hooks.HookBase] = []

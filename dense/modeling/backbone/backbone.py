@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
+
+from ...checkpoint.released import ReleasedCheckpoint
 
 __all__ = ["ShapeSpec", "Backbone"]
 
@@ -27,7 +30,18 @@ class Backbone(nn.Module, metaclass=ABCMeta):
     (the names listed in ``self._out_features``). Any H, W must work: a backbone pads internally when
     an attention window needs it and crops the outputs back. ``size_divisibility`` tells the
     meta-architecture what to pad batched inputs to (0 = nothing needed).
+
+    A family declares, beside its code (all optional):
+
+    - ``add_config``: ``add_<family>_config(cfg)``, which adds the family's config node (``MODEL.<FAMILY>``, the
+      constructor's keyword arguments upper-cased, each with its default and a comment); ``get_cfg()`` collects it
+      from every registered backbone;
+    - ``released``: a :class:`dense.checkpoint.ReleasedCheckpoint`, the rules of the papers' released files;
+    - ``lr_layer_id(name)`` and ``num_lr_layers``: its layer rule for layer-wise lr decay (SOLVER.LAYER_DECAY).
     """
+
+    add_config: ClassVar[Callable | None] = None
+    released: ClassVar[ReleasedCheckpoint | None] = None
 
     _out_features: list[str]
     _out_feature_channels: dict[str, int]

@@ -13,11 +13,16 @@ The original DAT (Xia et al., CVPR 2022; LeapLabTHU/DAT@566a593) is the same mod
 with relative-position bias tables, and the v1 deformable attention (tanh-bounded offsets scaled by 1/Hk,
 reference points and query grid at cell centres normalised by the size, a position-bias table shaped for
 the pretraining size and resized bicubically to other sizes). Windows pad the map to a multiple of the
-window and crop back, the stem and down projections pad to their stride, so any input size works.
+window and crop back, the stem and down projections pad to their stride, so any input size works. What
+tells the two apart are the named switches of :class:`DATDesign`; "pp" and "v1" are its two presets.
+
+This file is the whole DAT family: the model, its config node (:func:`add_dat_config`) and the rules of
+its released checkpoints (``DAT.released``; upstream's key names are dense's).
 """
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,16 +30,60 @@ from timm.layers import DropPath
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ...checkpoint.released import ReleasedCheckpoint
+from ...config.config import CfgNode as CN
 from ...ops import NeighborhoodAttention2D
 from ..layers import drop_path_rates
+from ..registry_utils import ArgumentError, build_from_node
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 
-__all__ = ["DAT", "DeformableAttention", "WindowAttention", "DAT_MIN_SIZE", "DAT_VERSIONS"]
+__all__ = ["DAT", "DATDesign", "DAT_VERSIONS", "DeformableAttention", "WindowAttention", "DAT_MIN_SIZE",
+           "add_dat_config"]
 
-DAT_VERSIONS = ("pp", "v1")  # DAT++ (2023) and the original DAT (CVPR 2022)
 
-DAT_MIN_SIZE = 33  # the stride-32 map must be >= 2 per side: D-attention normalises by (size - 1)
+def add_dat_config(cfg: CN) -> None:
+    """MODEL.DAT: the keyword arguments of :class:`DAT` (defaults: DAT-T++)."""
+    cfg.MODEL.DAT = d = CN()
+    d.VERSION = "pp"  # preset of DATDesign: "pp" = DAT++ (conv stem, LPU, conv MLP); "v1" = CVPR-2022 DAT (4x4 stem, plain MLP, v1 D-attn)
+    d.WINDOW_SIZE = 7  # window of the Swin "L" / shifted "S" blocks (original DAT: 7 at 224, 12 at 384)
+    d.DIMS = [64, 128, 256, 512]  # channels of the four stages (each twice the last; the stem gives DIMS[0])
+    d.HEADS = [2, 4, 8, 16]  # attention heads per stage (head dim 32)
+    d.GROUPS = [1, 2, 4, 8]  # offset groups of the deformable ("D") blocks per stage
+    d.STAGE_SPEC = ["ND", "NDND", "NDNDNDNDNDNDNDNDND", "DD"]  # blocks per stage: N = neighbourhood, D = deformable, L / S = (shifted) window
+    d.STRIDES = [8, 4, 2, 1]  # offset-network stride per stage (sampled keys ~ image / 32)
+    d.KSIZES = [9, 7, 5, 3]  # offset-network depthwise kernel per stage
+    d.OFFSET_RANGE_FACTOR = [-1, -1, -1, -1]  # < 0: raw offsets, position clamped (DAT++) / tanh-ed (v1); > 0: tanh(offset) * factor / (Hk-1) (DAT++) or / Hk (v1)
+    d.NAT_KERNEL_SIZE = 7  # window of the neighbourhood-attention blocks
+    d.EXPANSION = 4  # MLP expansion ratio
+    d.IMG_SIZE = 224  # pretraining resolution; sets the position-bias table sizes
+    d.DROP_PATH_RATE = 0.0  # stochastic depth, linear over all blocks
+    d.USE_CHECKPOINT = False  # activation checkpointing per stage (saves memory in training)
+    cfg.register_removed_key("MODEL.DAT.DIM_STEM", "the stem's channels are MODEL.DAT.DIMS[0]; delete the key")
+    cfg.register_removed_key("MODEL.DAT.DEPTHS", "the blocks per stage are the lengths of MODEL.DAT.STAGE_SPEC; "
+                                                 "delete the key")
+
+
+@dataclass(frozen=True)
+class DATDesign:
+    """The behaviours that tell the original DAT (CVPR 2022) and DAT++ apart, as named switches; DAT_VERSIONS holds
+    the two presets MODEL.DAT.VERSION names."""
+
+    overlapping_embed: bool  # stem two 3x3 s2 convs, down projections 3x3 s2 (DAT++); else 4x4 s4 / 2x2 s2 patch convs with Swin's padding to the stride
+    local_perception: bool  # a 3x3 depthwise residual (LPU) before every block (DAT++)
+    conv_mlp: bool  # MLP with a depthwise 3x3 residual in the hidden layer (DAT++); else a plain two-Linear MLP
+    centred_sampling: bool  # D-attention: key reference points and query grid at cell centres over n, offsets / Hk, positions tanh-ed (v1); else DAT++'s grid over n - 1, offsets / (Hk - 1), positions clamped
+    resized_rpe: bool  # D-attention bias table viewed at (2H-1, 2W-1) and resized bicubically at other sizes (v1); else sampled in normalised coordinates
+
+
+DAT_VERSIONS = {
+    "pp": DATDesign(overlapping_embed=True, local_perception=True, conv_mlp=True, centred_sampling=False,
+                    resized_rpe=False),  # DAT++ (2023)
+    "v1": DATDesign(overlapping_embed=False, local_perception=False, conv_mlp=False, centred_sampling=True,
+                    resized_rpe=True),  # the original DAT (CVPR 2022)
+}
+
+DAT_MIN_SIZE = 33  # DAT++: the stride-32 map must be >= 2 per side: its D-attention normalises by (size - 1)
 
 
 class LayerNormProxy(nn.Module):
@@ -170,19 +219,18 @@ class DeformableAttention(nn.Module):
     Input/output [B, C, H, W]. ``q_size`` (the map size at the pretraining resolution) only sets the bias
     table's size: the table is sampled in normalised coordinates, so any input size works.
 
-    ``version="v1"`` is the original DAT's ``DAttentionBaseline``: offsets tanh-bounded to
-    ``offset_range_factor / Hk`` (or tanh of the position when the factor is < 0), key reference points and
-    the query grid both at cell centres (i + 0.5) / n, and the bias table viewed at the runtime (2H-1, 2W-1):
-    at another size than the pretraining one it is resized bicubically (as LeapLabTHU/DAT issue #7 advises).
+    ``design`` DAT_VERSIONS["v1"] gives the original DAT's ``DAttentionBaseline`` (``centred_sampling``: offsets
+    tanh-bounded to ``offset_range_factor / Hk``, or tanh of the position when the factor is < 0, key reference
+    points and the query grid both at cell centres (i + 0.5) / n; ``resized_rpe``: the bias table viewed at the
+    runtime (2H-1, 2W-1), resized bicubically at another size than the pretraining one, as LeapLabTHU/DAT issue #7
+    advises).
     """
 
     def __init__(self, dim: int, heads: int, groups: int, q_size: int, stride: int, ksize: int,
                  offset_range_factor: float = -1.0, attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 version: str = "pp"):
+                 design: DATDesign = DAT_VERSIONS["pp"]):
         super().__init__()
-        if version not in DAT_VERSIONS:
-            raise ValueError(f"DeformableAttention: version {version!r} not in {DAT_VERSIONS}")
-        self.version = version
+        self.centred_sampling, self.resized_rpe = design.centred_sampling, design.resized_rpe
         if dim % heads or dim % groups or heads % groups:
             raise ValueError(f"DeformableAttention: dim {dim}, heads {heads} and groups {groups} must divide evenly")
         self.heads, self.groups = heads, groups
@@ -212,31 +260,30 @@ class DeformableAttention(nn.Module):
 
     def _key_positions(self, offset: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """Offsets [B*G, 2 (dy, dx), Hk, Wk] -> sampling positions [B*G, Hk, Wk, 2] (x, y) in [-1, 1]: with a
-        range factor, tanh(offset) * factor / (Hk - 1) (DAT++; also at factor 0) or / Hk (v1, factor > 0); without,
-        the positions are clamped (DAT++) or tanh-ed (v1)."""
+        range factor, tanh(offset) * factor / (Hk - 1) (DAT++; also at factor 0) or / Hk (centred sampling, factor
+        > 0); without, the positions are clamped (DAT++) or tanh-ed (centred sampling)."""
         hk, wk = offset.shape[-2:]
-        v1, factor = self.version == "v1", self.offset_range_factor
-        if factor > 0 or (factor == 0 and not v1):
-            denom = (hk, wk) if v1 else (hk - 1.0, wk - 1.0)
+        centred, factor = self.centred_sampling, self.offset_range_factor
+        if factor > 0 or (factor == 0 and not centred):
+            denom = (hk, wk) if centred else (hk - 1.0, wk - 1.0)
             offset = offset.tanh() * offset.new_tensor([1.0 / denom[0], 1.0 / denom[1]]).view(1, 2, 1, 1) * factor
-        pos = offset.flip(1).permute(0, 2, 3, 1) + self._grid(hk, wk, like, 0.5, 0.0 if v1 else 1.0)
+        pos = offset.flip(1).permute(0, 2, 3, 1) + self._grid(hk, wk, like, 0.5, 0.0 if centred else 1.0)
         if factor < 0:
-            pos = pos.tanh() if v1 else pos.clamp(-1.0, 1.0)
+            pos = pos.tanh() if centred else pos.clamp(-1.0, 1.0)
         return pos
 
     def _bias_table(self, h: int, w: int) -> torch.Tensor:
         """[heads, Th, Tw] position-bias table for an h x w query map: DAT++ samples its table in normalised
-        coordinates at any size; v1 views it at (2h-1, 2w-1), resized bicubically (LeapLabTHU/DAT issue #7) when
-        trained at another size."""
+        coordinates at any size; with ``resized_rpe`` (v1) it is viewed at (2h-1, 2w-1), resized bicubically
+        (LeapLabTHU/DAT issue #7) when trained at another size."""
         table = self.rpe_table
-        if self.version == "v1" and table.shape[-2:] != (2 * h - 1, 2 * w - 1):
+        if self.resized_rpe and table.shape[-2:] != (2 * h - 1, 2 * w - 1):
             table = F.interpolate(table[None], size=(2 * h - 1, 2 * w - 1), mode="bicubic", align_corners=False)[0]
         return table
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         bg = b * self.groups
-        v1 = self.version == "v1"
         q = self.proj_q(x)
         offset = self.conv_offset(q.reshape(bg, self.group_channels, h, w))  # [B*G, 2 (dy, dx), Hk, Wk]
         pos = self._key_positions(offset, x)  # [B*G, Hk, Wk, 2] (x, y)
@@ -247,7 +294,8 @@ class DeformableAttention(nn.Module):
         k = self.proj_k(sampled).reshape(b * self.heads, self.head_dim, ns)
         v = self.proj_v(sampled).reshape(b * self.heads, self.head_dim, ns)
         attn = torch.einsum("bcm,bcn->bmn", q, k) * self.scale  # [B*heads, HW, Ns]
-        q_grid = self._grid(h, w, x, 0.5 if v1 else 0.0, 0.0 if v1 else 1.0).reshape(1, h * w, 1, 2)
+        centred = self.centred_sampling
+        q_grid = self._grid(h, w, x, 0.5 if centred else 0.0, 0.0 if centred else 1.0).reshape(1, h * w, 1, 2)
         displacement = (q_grid - pos.reshape(bg, 1, ns, 2)) * 0.5  # [B*G, HW, Ns, 2] in (x, y)
         table = self._bias_table(h, w)
         table = table[None].expand(b, -1, -1, -1).reshape(bg, self.group_heads, *table.shape[-2:])
@@ -262,13 +310,13 @@ class DATStage(nn.Module):
 
     def __init__(self, dim: int, spec: str, heads: int, groups: int, q_size: int, stride: int, ksize: int,
                  offset_range_factor: float, nat_kernel_size: int, expansion: int, drop_path: list[float],
-                 version: str = "pp", window_size: int = 7):
+                 design: DATDesign = DAT_VERSIONS["pp"], window_size: int = 7):
         super().__init__()
-        self.spec, self.version = spec, version
-        if version == "pp":  # DAT++: local perception unit + conv MLP; original DAT: neither
+        self.spec, self.local_perception = spec, design.local_perception
+        if design.local_perception:
             self.local_perception_units = nn.ModuleList(nn.Conv2d(dim, dim, 3, 1, 1, groups=dim) for _ in spec)
         self.layer_norms = nn.ModuleList(LayerNormProxy(dim) for _ in range(2 * len(spec)))
-        mlp = ConvMLP if version == "pp" else PlainMLP
+        mlp = ConvMLP if design.conv_mlp else PlainMLP
         self.mlps = nn.ModuleList(mlp(dim, expansion) for _ in spec)
         attns = []
         for kind in spec:
@@ -276,19 +324,18 @@ class DATStage(nn.Module):
                 attns.append(NeighborhoodAttentionCF(dim, nat_kernel_size, heads))
             elif kind == "D":
                 attns.append(DeformableAttention(dim, heads, groups, q_size, stride, ksize, offset_range_factor,
-                                                 version=version))
+                                                 design=design))
             elif kind in "LS":
                 attns.append(WindowAttention(dim, heads, window_size, shift=window_size // 2 if kind == "S" else 0,
                                              fmap_size=q_size))
             else:
-                raise ValueError(f"MODEL.DAT.STAGE_SPEC: block type '{kind}' is not supported "
-                                 "(use 'N', 'D', 'L' or 'S')")
+                raise ArgumentError("stage_spec", f"block type '{kind}' is not supported (use 'N', 'D', 'L' or 'S')")
         self.attns = nn.ModuleList(attns)
         self.drop_path = nn.ModuleList(DropPath(p) if p > 0 else nn.Identity() for p in drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for d in range(len(self.spec)):
-            if self.version == "pp":
+            if self.local_perception:
                 x = x + self.local_perception_units[d](x)
             x = x + self.drop_path[d](self.attns[d](self.layer_norms[2 * d](x)))
             x = x + self.drop_path[d](self.mlps[d](self.layer_norms[2 * d + 1](x)))
@@ -303,38 +350,46 @@ class DAT(Backbone):
     DAT++: inputs with a side below 33 px are zero-padded to 33 (upstream returns NaN there) and cropped back.
     v1: the input is zero-padded to a multiple of 4 for the 4x4 stem and each map to an even size before the
     2x2 down projection (Swin's PatchEmbed / PatchMerging rule), so every size works.
+
+    ``version``: a preset of DAT_VERSIONS or a :class:`DATDesign`; ``stage_spec``: the blocks of each stage, one
+    letter per block (its length is the stage's depth); ``dims``: stage widths, each twice the last (the stem
+    gives ``dims[0]``). Keys of released checkpoints are upstream's (``DAT.released``).
     """
 
-    def __init__(self, dim_stem: int = 64, dims=(64, 128, 256, 512), depths=(2, 4, 18, 2), heads=(2, 4, 8, 16),
+    add_config = staticmethod(add_dat_config)
+    released = ReleasedCheckpoint(
+        # ImageNet files (LeapLabTHU/DAT {'model'}, classifier cls_norm / cls_head, DAT++ and the original DAT, the
+        # latter with int64 relative_position_index / float attn_mask buffers) and mmseg / mmdet files
+        # (LeapLabTHU/DAT-Segmentation / -Detection, backbone.*)
+        signature=("patch_proj.0.weight",), classifier=r"^(cls_head|cls_norm)\.")
+
+    def __init__(self, version: str | DATDesign = "pp", dims=(64, 128, 256, 512), heads=(2, 4, 8, 16),
                  groups=(1, 2, 4, 8), stage_spec=("ND", "NDND", "ND" * 9, "DD"), strides=(8, 4, 2, 1),
                  ksizes=(9, 7, 5, 3), offset_range_factor=(-1, -1, -1, -1), nat_kernel_size: int = 7,
-                 expansion: int = 4, img_size: int = 224, drop_path_rate: float = 0.0,
-                 out_features=("res2", "res3", "res4", "res5"), use_checkpoint: bool = False,
-                 version: str = "pp", window_size: int = 7):
+                 expansion: int = 4, img_size: int = 224, drop_path_rate: float = 0.0, window_size: int = 7,
+                 out_features=("res2", "res3", "res4", "res5"), use_checkpoint: bool = False):
         super().__init__()
-        if version not in DAT_VERSIONS:
-            raise ValueError(f"MODEL.DAT.VERSION must be one of {DAT_VERSIONS}, got {version!r}")
-        self.version = version
-        if [len(s) for s in stage_spec] != list(depths):
-            raise ValueError(f"MODEL.DAT.STAGE_SPEC block counts {[len(s) for s in stage_spec]} must equal "
-                             f"MODEL.DAT.DEPTHS {list(depths)}")
-        if dims[0] != dim_stem or any(dims[i + 1] != 2 * dims[i] for i in range(3)):
-            raise ValueError(f"DAT++ needs DIMS doubling from DIM_STEM; got DIM_STEM {dim_stem}, DIMS {list(dims)}")
-        if version == "pp":
+        if not isinstance(version, DATDesign) and version not in DAT_VERSIONS:
+            raise ArgumentError("version", f"must be one of {sorted(DAT_VERSIONS)}")
+        self.design = design = version if isinstance(version, DATDesign) else DAT_VERSIONS[version]
+        if any(dims[i + 1] != 2 * dims[i] for i in range(3)):
+            raise ArgumentError("dims", "each stage must be twice as wide as the last")
+        depths = [len(spec) for spec in stage_spec]
+        if design.overlapping_embed:
             self.patch_proj = nn.Sequential(
-                nn.Conv2d(3, dim_stem // 2, 3, 2, 1), LayerNormProxy(dim_stem // 2), nn.GELU(),
-                nn.Conv2d(dim_stem // 2, dim_stem, 3, 2, 1), LayerNormProxy(dim_stem),
+                nn.Conv2d(3, dims[0] // 2, 3, 2, 1), LayerNormProxy(dims[0] // 2), nn.GELU(),
+                nn.Conv2d(dims[0] // 2, dims[0], 3, 2, 1), LayerNormProxy(dims[0]),
             )
         else:
-            self.patch_proj = nn.Sequential(nn.Conv2d(3, dim_stem, 4, 4), LayerNormProxy(dim_stem))
+            self.patch_proj = nn.Sequential(nn.Conv2d(3, dims[0], 4, 4), LayerNormProxy(dims[0]))
         dpr = drop_path_rates(drop_path_rate, sum(depths))
         self.stages = nn.ModuleList()
         for i in range(4):
             q_size = img_size // 4 // 2**i
             self.stages.append(DATStage(dims[i], stage_spec[i], heads[i], groups[i], q_size, strides[i], ksizes[i],
                                         offset_range_factor[i], nat_kernel_size, expansion,
-                                        dpr[sum(depths[:i]):sum(depths[:i + 1])], version, window_size))
-        k, p = (3, 1) if version == "pp" else (2, 0)
+                                        dpr[sum(depths[:i]):sum(depths[:i + 1])], design, window_size))
+        k, p = (3, 1) if design.overlapping_embed else (2, 0)
         self.down_projs = nn.ModuleList(
             nn.Sequential(nn.Conv2d(dims[i], dims[i + 1], k, 2, p, bias=False), LayerNormProxy(dims[i + 1]))
             for i in range(3)
@@ -349,20 +404,14 @@ class DAT(Backbone):
 
     @classmethod
     def from_config(cls, cfg, input_shape) -> "DAT":
-        d = cfg.MODEL.DAT
-        return cls(dim_stem=d.DIM_STEM, dims=d.DIMS, depths=d.DEPTHS, heads=d.HEADS, groups=d.GROUPS,
-                   stage_spec=d.STAGE_SPEC, strides=d.STRIDES, ksizes=d.KSIZES,
-                   offset_range_factor=d.OFFSET_RANGE_FACTOR, nat_kernel_size=d.NAT_KERNEL_SIZE,
-                   expansion=d.EXPANSION, img_size=d.IMG_SIZE, drop_path_rate=d.DROP_PATH_RATE,
-                   out_features=cfg.MODEL.BACKBONE.OUT_FEATURES, use_checkpoint=d.USE_CHECKPOINT,
-                   version=d.VERSION, window_size=d.WINDOW_SIZE)
+        return build_from_node(cls, cfg, "MODEL.DAT", out_features="MODEL.BACKBONE.OUT_FEATURES")
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = images.shape[-2:]
-        v1 = self.version == "v1"
-        if v1:
+        patches = not self.design.overlapping_embed  # non-overlapping patch convs: pad to their stride (Swin's rule)
+        if patches:
             images = F.pad(images, (0, (-w) % 4, 0, (-h) % 4))
-        elif min(h, w) < DAT_MIN_SIZE:
+        if not self.design.centred_sampling and min(h, w) < DAT_MIN_SIZE:
             images = F.pad(images, (0, max(0, DAT_MIN_SIZE - w), 0, max(0, DAT_MIN_SIZE - h)))
         x = self.patch_proj(images)
         outs = {}
@@ -373,7 +422,7 @@ class DAT(Backbone):
                 s = self._out_feature_strides[name]
                 outs[name] = self.norms[i](x)[..., : -(-h // s), : -(-w // s)]
             if i < 3:
-                if v1:
+                if patches:
                     x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
                 x = self.down_projs[i](x)
         return outs

@@ -9,19 +9,44 @@ Built on timm's DaVit (``timm.models.davit``), which reproduces the official den
   sub-blocks (timm uses one rate per dual block).
 
 Keys: timm's (``stem.*``, ``stages.i.downsample.*``, ``stages.i.blocks.j.{0,1}.*``) plus ``norm{i}``; the
-official checkpoints' names (``patch_embeds``, ``main_blocks``, ``cpe.0``) are converted on load.
+official checkpoints' names (``patch_embeds``, ``main_blocks``, ``cpe.0``) are converted on load by timm's own
+``checkpoint_filter_fn``.
+
+This file is the whole DaViT family: the model, its config node (:func:`add_davit_config`) and the rules of its
+released checkpoints (``DaViT.released``).
 """
 from __future__ import annotations
 
 import torch
 from timm.layers import DropPath, LayerNorm2d
-from timm.models.davit import DaVit as _TimmDaVit
+from timm.models import davit as timm_davit
 
+from ...checkpoint.released import ReleasedCheckpoint
+from ...config.config import CfgNode as CN
 from ..layers import drop_path_rates
+from ..registry_utils import build_from_node
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 
-__all__ = ["DaViT"]
+__all__ = ["DaViT", "add_davit_config"]
+
+
+def add_davit_config(cfg: CN) -> None:
+    """MODEL.DAVIT: the keyword arguments of :class:`DaViT` (defaults: DaViT-T)."""
+    cfg.MODEL.DAVIT = d = CN()
+    d.EMBED_DIMS = [96, 192, 384, 768]  # channels of the four stages
+    d.DEPTHS = [1, 1, 3, 1]  # dual (spatial + channel) blocks per stage
+    d.NUM_HEADS = [3, 6, 12, 24]  # heads of the window attention = groups of the channel attention
+    d.WINDOW_SIZE = 7  # spatial attention window
+    d.MLP_RATIO = 4.0  # MLP expansion ratio
+    d.DROP_PATH_RATE = 0.0  # stochastic depth over the 2 * sum(DEPTHS) sub-blocks (official schedule)
+    d.USE_CHECKPOINT = False  # activation checkpointing of the blocks (saves memory in training)
+
+
+def _official_to_timm(state_dict: dict, backbone: torch.nn.Module) -> tuple[dict, dict]:
+    """Official names (dingmyu/davit: ``patch_embeds``, ``main_blocks``, ``cpe.0``) -> timm's, which dense keeps;
+    timm hub files pass unchanged."""
+    return timm_davit.checkpoint_filter_fn(state_dict, backbone), {}
 
 
 @BACKBONE_REGISTRY.register()
@@ -29,11 +54,17 @@ class DaViT(Backbone):
     """forward(images [N, 3, H, W]) -> res2..res5 (strides 4..32, channels ``embed_dims``), any H, W:
     the stem pads to a multiple of 4, down-samplings pad to even sizes, windows pad to multiples of 7."""
 
+    add_config = staticmethod(add_davit_config)
+    released = ReleasedCheckpoint(
+        # official ImageNet / mmdet / mmseg files (classifier norms / head) and timm hub weights (head.norm / head.fc)
+        signature=("patch_embeds.0.proj.weight", "stem.conv.weight"), classifier=r"^(head|norms)\.",
+        convert=_official_to_timm)
+
     def __init__(self, embed_dims=(96, 192, 384, 768), depths=(1, 1, 3, 1), num_heads=(3, 6, 12, 24),
                  window_size: int = 7, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0,
                  out_features=("res2", "res3", "res4", "res5"), use_checkpoint: bool = False):
         super().__init__()
-        net = _TimmDaVit(depths=tuple(depths), embed_dims=tuple(embed_dims), num_heads=tuple(num_heads),
+        net = timm_davit.DaVit(depths=tuple(depths), embed_dims=tuple(embed_dims), num_heads=tuple(num_heads),
                          window_size=window_size, mlp_ratio=mlp_ratio, qkv_bias=True, norm_eps=1e-5,
                          attn_types=("spatial", "channel"), ffn=True, cpe_act=False, down_kernel_size=2,
                          channel_attn_v2=False, num_classes=0)
@@ -60,10 +91,7 @@ class DaViT(Backbone):
 
     @classmethod
     def from_config(cls, cfg, input_shape) -> "DaViT":
-        d = cfg.MODEL.DAVIT
-        return cls(embed_dims=d.EMBED_DIMS, depths=d.DEPTHS, num_heads=d.NUM_HEADS, window_size=d.WINDOW_SIZE,
-                   mlp_ratio=d.MLP_RATIO, drop_path_rate=d.DROP_PATH_RATE,
-                   out_features=cfg.MODEL.BACKBONE.OUT_FEATURES, use_checkpoint=d.USE_CHECKPOINT)
+        return build_from_node(cls, cfg, "MODEL.DAVIT", out_features="MODEL.BACKBONE.OUT_FEATURES")
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.stem(images)

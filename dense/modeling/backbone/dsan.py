@@ -21,7 +21,11 @@ Two settings depend on the checkpoint, not on the variant:
 - the stage LayerNorm eps: 1e-5 in upstream's dense backbone (what its seg/det models were trained and
   evaluated with, also when fine-tuned from ImageNet weights), 1e-6 in its ImageNet classification model;
 - the DSCN offset groups per stage: the S model of ``ham_dsan_s_ade20k_160k.py`` uses 2 stage-1 groups where
-  every other S file has 4 (see :func:`groups_in_state_dict`).
+  every other S file has 4 (see :func:`groups_in_state_dict`); a file of other groups fails to load with the
+  MODEL.DSAN.GROUPS that fits it (``DSAN.released``'s mismatch hint).
+
+This file is the whole DSAN family: the model, its config node (:func:`add_dsan_config`) and the rules of its
+released checkpoints (``DSAN.released``; upstream's key names are dense's).
 """
 from __future__ import annotations
 
@@ -33,12 +37,30 @@ from timm.layers import DropPath, trunc_normal_
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ...checkpoint.released import ReleasedCheckpoint
+from ...config.config import CfgNode as CN
 from ...ops import DSCNX, DSCNY
 from ..layers import drop_path_rates, get_norm
+from ..registry_utils import ArgumentError, build_from_node
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 
-__all__ = ["DSAN", "groups_in_state_dict"]
+__all__ = ["DSAN", "groups_in_state_dict", "add_dsan_config"]
+
+
+def add_dsan_config(cfg: CN) -> None:
+    """MODEL.DSAN: the keyword arguments of :class:`DSAN` (defaults: DSAN-T as upstream's seg/det configs build it)."""
+    cfg.MODEL.DSAN = d = CN()
+    d.EMBED_DIMS = [32, 64, 160, 256]  # channels of the four stages
+    d.DEPTHS = [3, 3, 5, 2]  # blocks per stage
+    d.MLP_RATIOS = [8, 8, 4, 4]  # MLP expansion ratio per stage
+    d.KERNEL_SIZES = [11, 11, 7, 5]  # DSCN strip length K per stage (odd; padded by (K - 1) / 2)
+    d.DW_KERNEL_SIZES = [11, 11, 7, 5]  # strip depthwise conv of the offset branch per stage (odd)
+    d.GROUPS = [1, 4, 8, 8]  # DSCN offset groups per stage, as in the checkpoint (S ADE20K 160k: [2, 8, 16, 16])
+    d.NORM = "SyncBN"  # patch-embedding and block norm: "SyncBN" (upstream; BN on one process), "BN", "FrozenBN"
+    d.NORM_EPS = 1e-5  # stage LayerNorm eps: 1e-5 seg/det (also fine-tuning); 1e-6 = the ImageNet classifier
+    d.DROP_PATH_RATE = 0.1  # stochastic depth, linear over all blocks (upstream's seg/det configs: 0.1)
+    d.USE_CHECKPOINT = False  # activation checkpointing per stage (saves memory in training)
 
 _OFFSET_KEY = re.compile(r"(?:^|\.)block(\d)\.\d+\.attn\.spatial_gating_unit\.dscn_[xy]\.offset\.(?:weight|bias)$")
 
@@ -135,6 +157,23 @@ class Block(nn.Module):
         return x + self.drop_path(self.layer_scale_2[:, None, None] * self.mlp(self.norm2(x)))
 
 
+def _groups_hint(mismatched: list[tuple[str, tuple, tuple]], backbone: "DSAN") -> str:
+    """Why a checkpoint's tensors do not fit, when it is the DSCN offset groups: the MODEL.DSAN.GROUPS that the
+    checkpoint's offset layers imply (``mismatched``: (key, checkpoint shape, model shape)), else ""."""
+    if not mismatched or not all(_OFFSET_KEY.search(k) for k, _, _ in mismatched):
+        return ""
+    kernel_sizes, groups = backbone.kernel_sizes, backbone.groups
+    implied = {i: g for i, g in groups_in_state_dict({k: a for k, a, _ in mismatched}, kernel_sizes).items()
+               if g != groups[i]}
+    if not implied:
+        return ""
+    fix = [implied.get(i, g) for i, g in enumerate(groups)]
+    stages = ", ".join(f"stage {i + 1}: {g} groups x {kernel_sizes[i]} kernel points" for i, g in sorted(implied.items()))
+    return (f"These are DSCN offset layers of other offset groups ({stages}; MODEL.DSAN.GROUPS is {groups}): set "
+            f"MODEL.DSAN.GROUPS {fix} to load the checkpoint. MODEL.WEIGHTS_SKIP_MISMATCH instead leaves them at "
+            f"initialisation, as upstream's ham_dsan_s_ade20k_160k.py did with the 4-group ImageNet S weights.")
+
+
 def groups_in_state_dict(shapes: dict, kernel_sizes) -> dict[int, int]:
     """{stage index (0-3): DSCN offset groups} implied by a checkpoint's ``...dscn_{x,y}.offset.{weight,bias}``
     shapes (``{key: shape}``, any key prefix): rows = groups x kernel points. Stages whose rows are not a multiple of
@@ -162,24 +201,28 @@ class DSAN(Backbone):
     ``norm_eps``: stage LayerNorm eps (1e-5 dense checkpoints, 1e-6 the classification model).
     """
 
+    add_config = staticmethod(add_dsan_config)
+    released = ReleasedCheckpoint(
+        # ImageNet dsan_{t,t2,s}.pth.tar (timm CheckpointSaver: {'state_dict', 'epoch', 'arch', 'args': Namespace},
+        # classifier head), the dsan_{t,s}_encoder.pth init files (the same without head) and mmseg / mmdet files
+        signature=("block1.0.attn.spatial_gating_unit.dscn_x.offset.weight",), classifier=r"^head\.",
+        mismatch_hint=_groups_hint)
+
     def __init__(self, embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2), mlp_ratios=(8, 8, 4, 4),
                  kernel_sizes=(11, 11, 7, 5), dw_kernel_sizes=(11, 11, 7, 5), groups=(1, 4, 8, 8),
                  norm: str = "SyncBN", norm_eps: float = 1e-5, drop_path_rate: float = 0.0,
                  out_features=("res2", "res3", "res4", "res5"), use_checkpoint: bool = False):
         super().__init__()
-        for name, value in (("DEPTHS", depths), ("MLP_RATIOS", mlp_ratios), ("KERNEL_SIZES", kernel_sizes),
-                            ("DW_KERNEL_SIZES", dw_kernel_sizes), ("GROUPS", groups)):
+        for name, value in (("depths", depths), ("mlp_ratios", mlp_ratios), ("kernel_sizes", kernel_sizes),
+                            ("dw_kernel_sizes", dw_kernel_sizes), ("groups", groups)):
             if len(value) != len(embed_dims):
-                raise ValueError(f"MODEL.DSAN.{name} {list(value)} needs one entry per stage of "
-                                 f"MODEL.DSAN.EMBED_DIMS {list(embed_dims)}")
-        for name, value in (("KERNEL_SIZES", kernel_sizes), ("DW_KERNEL_SIZES", dw_kernel_sizes)):
+                raise ArgumentError(name, f"needs one entry per stage of `embed_dims` {list(embed_dims)}")
+        for name, value in (("kernel_sizes", kernel_sizes), ("dw_kernel_sizes", dw_kernel_sizes)):
             if any(k % 2 == 0 for k in value):
-                raise ValueError(f"MODEL.DSAN.{name} {list(value)} must be odd: the strips are padded by (K - 1) / 2 "
-                                 f"so that every block keeps its input size")
-        for dim, g in zip(embed_dims, groups):
-            if dim % g:
-                raise ValueError(f"MODEL.DSAN.GROUPS {list(groups)} must divide "
-                                 f"MODEL.DSAN.EMBED_DIMS {list(embed_dims)}")
+                raise ArgumentError(name, "must be odd: the strips are padded by (K - 1) / 2 so that every block "
+                                          "keeps its input size")
+        if any(dim % g for dim, g in zip(embed_dims, groups)):
+            raise ArgumentError("groups", f"must divide `embed_dims` {list(embed_dims)}")
         self.kernel_sizes, self.groups = list(kernel_sizes), list(groups)
         dpr = drop_path_rates(drop_path_rate, sum(depths))
         for i, dim in enumerate(embed_dims):
@@ -215,11 +258,7 @@ class DSAN(Backbone):
 
     @classmethod
     def from_config(cls, cfg, input_shape) -> "DSAN":
-        d = cfg.MODEL.DSAN
-        return cls(embed_dims=d.EMBED_DIMS, depths=d.DEPTHS, mlp_ratios=d.MLP_RATIOS, kernel_sizes=d.KERNEL_SIZES,
-                   dw_kernel_sizes=d.DW_KERNEL_SIZES, groups=d.GROUPS, norm=d.NORM, norm_eps=d.NORM_EPS,
-                   drop_path_rate=d.DROP_PATH_RATE, out_features=cfg.MODEL.BACKBONE.OUT_FEATURES,
-                   use_checkpoint=d.USE_CHECKPOINT)
+        return build_from_node(cls, cfg, "MODEL.DSAN", out_features="MODEL.BACKBONE.OUT_FEATURES")
 
     def _stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """patch_embed{i+1}, blocks, norm{i+1}: [N, C_in, H, W] -> [N, C, ceil(H / s), ceil(W / s)]."""
@@ -240,20 +279,3 @@ class DSAN(Backbone):
             if name == self._out_features[-1]:
                 break
         return outs
-
-    def mismatch_hint(self, mismatched: list[tuple[str, tuple, tuple]]) -> str:
-        """Why a checkpoint's tensors do not fit, when it is the DSCN offset groups: the MODEL.DSAN.GROUPS that
-        the checkpoint's offset layers imply (``mismatched``: (key, checkpoint shape, model shape)), else ""."""
-        if not mismatched or not all(_OFFSET_KEY.search(k) for k, _, _ in mismatched):
-            return ""
-        implied = {i: g for i, g in groups_in_state_dict({k: a for k, a, _ in mismatched}, self.kernel_sizes).items()
-                   if g != self.groups[i]}
-        if not implied:
-            return ""
-        fix = [implied.get(i, g) for i, g in enumerate(self.groups)]
-        stages = ", ".join(f"stage {i + 1}: {g} groups x {self.kernel_sizes[i]} kernel points"
-                           for i, g in sorted(implied.items()))
-        return (f"These are DSCN offset layers of other offset groups ({stages}; MODEL.DSAN.GROUPS is "
-                f"{self.groups}): set MODEL.DSAN.GROUPS {fix} to load the checkpoint. MODEL.WEIGHTS_SKIP_MISMATCH "
-                f"instead leaves them at initialisation, as upstream's ham_dsan_s_ade20k_160k.py did with the 4-group "
-                f"ImageNet S weights.")

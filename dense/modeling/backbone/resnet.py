@@ -1,15 +1,49 @@
-"""ResNet backbone (torchvision's implementation and key names: conv1, bn1, layer1..layer4)."""
+"""ResNet backbone (torchvision's implementation and key names: conv1, bn1, layer1..layer4).
+
+This file is the whole ResNet family: the model, its config node (:func:`add_resnet_config`) and the rules of its
+released checkpoints (``ResNet.released``: torchvision's ImageNet files, and Detectron2's ResNet layout, e.g. in
+Mask2Former's model zoo).
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
+from ...checkpoint.layouts import apply_rules
+from ...checkpoint.released import ReleasedCheckpoint
+from ...config.config import CfgNode as CN
 from ..layers import freeze_batchnorm, get_norm
+from ..registry_utils import ArgumentError, build_from_node
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 
-__all__ = ["ResNet"]
+__all__ = ["ResNet", "add_resnet_config"]
+
+
+def add_resnet_config(cfg: CN) -> None:
+    """MODEL.RESNETS: the keyword arguments of :class:`ResNet` (defaults: ResNet-50)."""
+    cfg.MODEL.RESNETS = r = CN()
+    r.DEPTH = 50  # 18, 34, 50, 101 or 152 (torchvision ResNet layout and key names)
+    r.NORM = "BN"  # "BN", "SyncBN", "FrozenBN" or "GN"
+    r.WIDTH_PER_GROUP = 64  # base width of the bottleneck (64 = ResNet)
+    r.ZERO_INIT_RESIDUAL = False  # zero-init the last norm of every residual branch
+
+
+# Detectron2's ResNet names (stem, res2..res5, shortcut, conv*.norm) -> torchvision's
+_DETECTRON2_RULES = [
+    (r"^stem\.conv1\.norm\.", "bn1."),
+    (r"^stem\.conv1\.", "conv1."),
+    (r"^res(\d)\.(\d+)\.conv(\d)\.norm\.", lambda m: f"layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}."),
+    (r"^res(\d)\.(\d+)\.conv(\d)\.", lambda m: f"layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}."),
+    (r"^res(\d)\.(\d+)\.shortcut\.norm\.", lambda m: f"layer{int(m[1]) - 1}.{m[2]}.downsample.1."),
+    (r"^res(\d)\.(\d+)\.shortcut\.", lambda m: f"layer{int(m[1]) - 1}.{m[2]}.downsample.0."),
+]
+
+
+def _from_detectron2(state_dict: dict, backbone: nn.Module) -> tuple[dict, dict]:
+    """Detectron2's ResNet layout -> torchvision's; torchvision's names pass unchanged."""
+    return {apply_rules(_DETECTRON2_RULES, k): v for k, v in state_dict.items()}, {}
 
 _ARCHS = {
     18: (tv_resnet.BasicBlock, [2, 2, 2, 2]),
@@ -28,11 +62,15 @@ class ResNet(Backbone):
     ``layer1.0.conv1``, ...), so ImageNet weights load directly.
     """
 
+    add_config = staticmethod(add_resnet_config)
+    released = ReleasedCheckpoint(signature=("layer1.0.conv1.weight", "stem.conv1.weight"), classifier=r"^fc\.",
+                                  convert=_from_detectron2)
+
     def __init__(self, depth: int = 50, norm: str = "BN", out_features=("res2", "res3", "res4", "res5"),
                  freeze_at: int = 0, width_per_group: int = 64, zero_init_residual: bool = False):
         super().__init__()
         if depth not in _ARCHS:
-            raise ValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_ARCHS)}, got {depth}")
+            raise ArgumentError("depth", f"must be one of {sorted(_ARCHS)}")
         block, layers = _ARCHS[depth]
         net = tv_resnet.ResNet(block, layers, width_per_group=width_per_group,
                                norm_layer=lambda c: get_norm(norm, c), zero_init_residual=zero_init_residual)
@@ -43,17 +81,15 @@ class ResNet(Backbone):
         self._out_features = list(out_features)
         unknown = set(self._out_features) - set(names)
         if unknown:
-            raise ValueError(f"ResNet has no features {sorted(unknown)}; it provides {names}")
+            raise ArgumentError("out_features", f"ResNet has no features {sorted(unknown)}; it provides {names}")
         self._out_feature_channels = {n: 64 * 2**i * expansion for i, n in enumerate(names)}
         self._out_feature_strides = {n: 4 * 2**i for i, n in enumerate(names)}
         self._freeze(freeze_at)
 
     @classmethod
     def from_config(cls, cfg, input_shape) -> "ResNet":
-        r = cfg.MODEL.RESNETS
-        return cls(depth=r.DEPTH, norm=r.NORM, out_features=cfg.MODEL.BACKBONE.OUT_FEATURES,
-                   freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT, width_per_group=r.WIDTH_PER_GROUP,
-                   zero_init_residual=r.ZERO_INIT_RESIDUAL)
+        return build_from_node(cls, cfg, "MODEL.RESNETS", out_features="MODEL.BACKBONE.OUT_FEATURES",
+                               freeze_at="MODEL.BACKBONE.FREEZE_AT")
 
     def _freeze(self, freeze_at: int) -> None:
         """Freeze the stem (freeze_at >= 1) and the stages res2..res{freeze_at} (freeze_at >= 2):

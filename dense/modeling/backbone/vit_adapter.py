@@ -21,7 +21,11 @@ Any input size works: images are zero-padded to a multiple of 32 (upstream needs
 outputs cropped back to ceil(H/s) x ceil(W/s). The BEiT whole-image relative position tables are resampled
 at run time when the token grid differs from the training crop (upstream runs only at the crop size).
 Module and key names equal upstream's: released mmseg/mmdet checkpoints load without renaming; ImageNet
-DeiT, AugReg and BEiT checkpoints are converted on load (dense/checkpoint/official.py).
+DeiT, AugReg and BEiT checkpoints are converted on load (``ViTAdapter.released``; BEiT tables of another size are
+resized with dense/modeling/backbone/beit_rel_pos.py).
+
+This file is the whole ViT-Adapter family: the model, its config node (:func:`add_vit_adapter_config`), the rules
+of its released checkpoints and its layer-wise learning-rate rule (:func:`vit_layer_id`).
 
 The blocks are written here, not taken from timm: timm's ViT and BEiT blocks are not told the token grid
 (so no windowed attention), fix their relative position tables at construction and name the DeiT layer
@@ -39,117 +43,94 @@ from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ...checkpoint.released import ReleasedCheckpoint
+from ...config.config import CfgNode as CN
 from ...ops import MSDeformAttn
 from ..layers import drop_path_rates, get_norm, resize
+from ..registry_utils import ArgumentError, build_from_node
 from .backbone import Backbone
+from .beit_rel_pos import CLS_ENTRIES, resample_table_2d, resize_rel_pos_table
 from .build import BACKBONE_REGISTRY
 
-__all__ = ["ViTAdapter", "rel_pos_resample_matrix", "resize_rel_pos_table", "PATCH_SIZE", "SIZE_DIVISOR"]
+__all__ = ["ViTAdapter", "add_vit_adapter_config", "vit_layer_id", "PATCH_SIZE", "SIZE_DIVISOR"]
 
 PATCH_SIZE = 16  # every released ViT-Adapter; the adapter's token grid is the stride-16 level
 SIZE_DIVISOR = 32  # the stride-32 level must tile the image exactly (upstream: ResizeToMultiple(32))
 LN_EPS = 1e-6  # upstream norm_layer = partial(nn.LayerNorm, eps=1e-6) in the trunk and the adapter
-CLS_ENTRIES = 3  # BEiT tables end with cls->token, token->cls and cls->cls biases
 
 
-# ------------------------------------------------------------------------------------------------------
-# Relative position tables (BEiT): resampling to another token grid
-# ------------------------------------------------------------------------------------------------------
-def _geometric_nodes(src: int, dst: int) -> list[float]:
-    """Positions of the ``src`` table entries along one axis on the ``dst`` axis, as BEiT places them when
-    enlarging a table (unilm / ViT-Adapter ``load_checkpoint``): spacing grows geometrically from the centre,
-    so short displacements keep their bias and long ones are stretched to reach +-(dst // 2)."""
+def add_vit_adapter_config(cfg: CN) -> None:
+    """MODEL.VIT_ADAPTER: the keyword arguments of :class:`ViTAdapter` (defaults: ViT-Adapter-T on DeiT-T,
+    segmentation form)."""
+    cfg.MODEL.VIT_ADAPTER = v = CN()
+    v.BASE = "vit"  # ViT trunk: "vit" (DeiT / AugReg blocks, abs. pos_embed) or "beit" (rel. pos. bias)
+    v.IMG_SIZE = 224  # training size of the position tables: ViT pos_embed grid / BEiT whole-image table
+    v.EMBED_DIM = 192  # ViT width = channels of every output level
+    v.DEPTH = 12  # ViT blocks (also the layers of layer-wise lr decay, SOLVER.LAYER_DECAY)
+    v.NUM_HEADS = 3  # ViT attention heads
+    v.MLP_RATIO = 4.0  # ViT MLP expansion ratio
+    v.DROP_PATH_RATE = 0.1  # stochastic depth, linear over the blocks; the extractors use the full rate
+    v.INIT_VALUES = 0.0  # start of the injectors' gamma and BEiT's layer scale (1e-6 for BEiT)
+    v.WINDOW_SIZE = []  # per-block attention window, 0 = global; empty = all global (seg configs)
+    v.CONV_INPLANE = 64  # width of the spatial prior module's stem
+    v.N_POINTS = 4  # sampling points per head and level of the deformable attentions
+    v.DEFORM_NUM_HEADS = 6  # heads of the injector/extractor deformable attentions
+    v.DEFORM_RATIO = 1.0  # deformable-attention value width = DEFORM_RATIO * EMBED_DIM
+    v.CFFN_RATIO = 0.25  # hidden width of the extractors' ConvFFN = CFFN_RATIO * EMBED_DIM
+    v.WITH_CFFN = True  # ConvFFN after every extractor
+    v.USE_EXTRA_EXTRACTOR = True  # 2 extra extractors in the last interaction (all but "light")
+    v.INTERACTION_INDEXES = [[0, 2], [3, 5], [6, 8], [9, 11]]  # [first, last] block per interaction
+    v.ADD_VIT_FEATURE = True  # add the ViT tokens to the four pyramid levels
+    v.VIT_FEATURE = "stages"  # ViT tokens added: "stages" = stage i to level i (seg), "final" = last (det)
+    v.NORM = "SyncBN"  # norm of the spatial prior module and the outputs (BN on one process)
+    v.USE_CHECKPOINT = False  # activation checkpointing of blocks, injectors, extractors (saves memory, same results)
+    cfg.register_renamed_key("MODEL.VIT_ADAPTER.WITH_CP", "MODEL.VIT_ADAPTER.USE_CHECKPOINT",
+                             "activation checkpointing has one name in every family")
 
-    def progression(r: float, n: int) -> float:
-        return (1.0 - r**n) / (1.0 - r)
 
-    left, right = 1.01, 1.5
-    while right - left > 1e-6:  # upstream's bisection; the ratio used is the last midpoint
-        q = (left + right) / 2.0
-        if progression(q, src // 2) > dst // 2:
-            right = q
+def vit_layer_id(name: str, num_layers: int) -> int:
+    """Layer of a ViT-Adapter parameter (name inside the backbone) for layer-wise lr decay, as upstream's
+    LayerDecayOptimizerConstructor: the embeddings are layer 0, ``blocks.i`` layer i + 1, everything else (the
+    adapter) the last layer, num_layers + 1."""
+    if name.startswith(("cls_token", "mask_token", "pos_embed", "patch_embed")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return num_layers + 1
+
+
+def _from_released(state_dict: dict, backbone: "ViTAdapter") -> tuple[dict, dict]:
+    """Released ImageNet / mmseg / mmdet keys (no prefix) -> the backbone's: a shared BEiT ``rel_pos_bias`` table
+    is copied to every block, ``relative_position_index`` buffers are dropped (the model computes them for each
+    input size), tables of another size are resized to the model's as upstream's loader does (geometric-progression
+    cubic spline; windowed detection tables lose the class-token entries), and the class token (when this trunk
+    has none) and BEiT's masked-image-modelling parts are dropped."""
+    out, dropped = {}, {}
+    for key, value in state_dict.items():
+        if key.endswith("relative_position_index"):
+            dropped[key] = "index buffer: the model computes it for each input size"
+        elif key == "rel_pos_bias.relative_position_bias_table":
+            dropped[key] = "shared BEiT table: copied to every block's attn.relative_position_bias_table"
+            for i in range(len(backbone.blocks)):
+                out.setdefault(f"blocks.{i}.attn.relative_position_bias_table", value)
+        elif key == "cls_token" and backbone.cls_token is None:
+            dropped[key] = "class token: this ViT-Adapter trunk has none"
+        elif key == "mask_token" or key.startswith("lm_head."):
+            dropped[key] = "BEiT masked-image-modelling pre-training part (not part of a dense model)"
         else:
-            left = q
-    dis, cur = [], 1.0
-    for i in range(src // 2):
-        dis.append(cur)
-        cur += q ** (i + 1)
-    return [-d for d in reversed(dis)] + [0.0] + dis
+            out[key] = value
+    own = backbone.state_dict()
+    for key, value in out.items():
+        target = own.get(key)
+        if (key.endswith("attn.relative_position_bias_table") and target is not None
+                and value.shape != target.shape and value.shape[1:] == target.shape[1:]):
+            out[key] = resize_rel_pos_table(value, target.shape[0])
+    return out, dropped
 
 
-def _cubic_spline_matrix(nodes: Sequence[float], targets: torch.Tensor) -> torch.Tensor:
-    """[len(targets), len(nodes)] float64: row t gives the not-a-knot interpolating cubic spline through
-    (nodes, y) at targets[t] as weights on y. This is FITPACK's s=0 cubic interpolant (knots at the interior
-    nodes except the second and the second-to-last), i.e. one axis of scipy's RectBivariateSpline(kx=3, ky=3)
-    and interp2d(kind='cubic'); targets outside the nodes are clamped to the end nodes, as FITPACK does."""
-    x = torch.as_tensor(nodes, dtype=torch.float64)
-    n = x.numel()
-    if n < 4:
-        raise ValueError(f"a cubic spline needs at least 4 nodes, got {n}")
-    t = targets.to(torch.float64).clamp(x[0], x[-1])
-    h = x[1:] - x[:-1]
-    # second derivatives M = A^-1 D y: continuity of M' at every interior node, of M'' at the 2nd and 2nd-last
-    a = torch.zeros(n, n, dtype=torch.float64)
-    d = torch.zeros(n, n, dtype=torch.float64)
-    a[0, :3] = torch.stack([h[1], -(h[0] + h[1]), h[0]])
-    a[-1, -3:] = torch.stack([h[-1], -(h[-2] + h[-1]), h[-2]])
-    for i in range(1, n - 1):
-        a[i, i - 1:i + 2] = torch.stack([h[i - 1], 2 * (h[i - 1] + h[i]), h[i]])
-        d[i, i - 1:i + 2] = torch.stack([6 / h[i - 1], -6 / h[i - 1] - 6 / h[i], 6 / h[i]])
-    m = torch.linalg.solve(a, d)
-    j = (torch.searchsorted(x, t, right=True) - 1).clamp(0, n - 2)
-    hj, left, right = h[j], x[j + 1] - t, t - x[j]
-    eye = torch.eye(n, dtype=torch.float64)
-    return (m[j] * ((left**3 / (6 * hj) - hj * left / 6)[:, None])
-            + m[j + 1] * ((right**3 / (6 * hj) - hj * right / 6)[:, None])
-            + eye[j] * (left / hj)[:, None] + eye[j + 1] * (right / hj)[:, None])
-
-
-@functools.lru_cache(maxsize=64)
-def rel_pos_resample_matrix(src: int, dst: int) -> torch.Tensor:
-    """[dst, src] float64 CPU matrix taking one axis of a relative position table with ``src`` entries
-    (displacements -(src // 2)..src // 2) to ``dst`` entries: identity when equal, the centre ``dst`` entries
-    when smaller (the displacements a smaller grid has, exactly), BEiT's geometric-progression cubic spline
-    when larger."""
-    if src % 2 == 0 or dst % 2 == 0:
-        raise ValueError(f"relative position tables have an odd number of entries per axis, got {src} -> {dst}")
-    if dst <= src:
-        return torch.eye(src, dtype=torch.float64)[(src - dst) // 2:(src + dst) // 2]
-    t = dst // 2
-    return _cubic_spline_matrix(_geometric_nodes(src, dst), torch.arange(-t, t + 1, dtype=torch.float64))
-
-
-def _resample_table_2d(core: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    """[R, C, heads] table -> [rows, cols, heads] (separable: one spline per axis)."""
-    ry = rel_pos_resample_matrix(core.shape[0], rows).to(core.device, core.dtype)
-    rx = rel_pos_resample_matrix(core.shape[1], cols).to(core.device, core.dtype)
-    return torch.einsum("ir,rch,jc->ijh", ry, core, rx)
-
-
-def _table_layout(num_rows: int) -> tuple[int, int]:
-    """(entries per axis, cls entries) of a square relative position table with ``num_rows`` rows."""
-    for extra in (0, CLS_ENTRIES):
-        side = math.isqrt(num_rows - extra)
-        if side * side == num_rows - extra and side % 2 == 1:
-            return side, extra
-    raise ValueError(f"a relative position table with {num_rows} rows is neither (2w-1)^2 nor (2w-1)^2 + 3")
-
-
-def resize_rel_pos_table(table: torch.Tensor, num_rows: int) -> torch.Tensor:
-    """Resize a square [rows, heads] BEiT table to ``num_rows`` rows, as upstream does when fine-tuning at
-    another resolution (geometric-progression cubic spline; SciPy's interp2d, which upstream used, is gone):
-    the cls entries are kept when the destination has them, dropped when it is a windowed table without."""
-    src_side, src_extra = _table_layout(table.shape[0])
-    dst_side, dst_extra = _table_layout(num_rows)
-    if dst_extra > src_extra:
-        raise ValueError(f"cannot resize a relative position table without class-token entries ({table.shape[0]} "
-                         f"rows) to one with them ({num_rows} rows)")
-    heads = table.shape[1]
-    core = table[:src_side * src_side].reshape(src_side, src_side, heads)
-    core = _resample_table_2d(core.double(), dst_side, dst_side).to(table.dtype).reshape(-1, heads)
-    return torch.cat([core, table[src_side * src_side:]]) if dst_extra else core
-
-
+# ------------------------------------------------------------------------------------------------------
+# BEiT relative position index
+# ------------------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=8)
 def _rel_pos_index(h: int, w: int, with_cls: bool, device: torch.device) -> torch.Tensor:
     """[N, N] int64 rows of the (2h-1) x (2w-1) table (+ 3 cls entries) for query/key pairs of an h x w grid
@@ -245,7 +226,7 @@ class BEiTAttention(nn.Module):
         table = self.relative_position_bias_table
         if not self.windowed and (h, w) != (self.grid, self.grid):
             side = 2 * self.grid - 1
-            core = _resample_table_2d(table[:side * side].view(side, side, -1), 2 * h - 1, 2 * w - 1)
+            core = resample_table_2d(table[:side * side].view(side, side, -1), 2 * h - 1, 2 * w - 1)
             table = torch.cat([core.reshape(-1, self.num_heads), table[side * side:]])
         index = _rel_pos_index(h, w, not self.windowed, table.device)
         return table[index.view(-1)].view(*index.shape, -1).permute(2, 0, 1)
@@ -412,17 +393,18 @@ class InteractionBlock(nn.Module):
     With a class token (segmentation BEiT) it joins the tokens for the blocks only."""
 
     def __init__(self, dim: int, num_heads: int, n_points: int, deform_ratio: float, init_values: float,
-                 with_cffn: bool, cffn_ratio: float, drop_path: float, extra_extractor: bool, with_cp: bool):
+                 with_cffn: bool, cffn_ratio: float, drop_path: float, extra_extractor: bool,
+                 use_checkpoint: bool):
         super().__init__()
         self.injector = Injector(dim, num_heads, n_points, deform_ratio, init_values)
         self.extractor = Extractor(dim, num_heads, n_points, deform_ratio, with_cffn, cffn_ratio, drop_path)
         self.extra_extractors = nn.ModuleList(
             Extractor(dim, num_heads, n_points, deform_ratio, with_cffn, cffn_ratio, drop_path)
             for _ in range(2 if extra_extractor else 0))
-        self.with_cp = with_cp
+        self.use_checkpoint = use_checkpoint
 
     def _run(self, fn, *args):
-        if self.with_cp and self.training and torch.is_grad_enabled():
+        if self.use_checkpoint and self.training and torch.is_grad_enabled():
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
@@ -461,8 +443,16 @@ class ViTAdapter(Backbone):
         use_extra_extractor: 2 more extractors in the last interaction (every released variant but "light").
         interaction_indexes: [first, last] block of each interaction, covering all blocks in order.
         add_vit_feature, vit_feature: add the ViT tokens to the pyramid, per "stages" or the "final" tokens.
-        norm: norm of the SPM and of the outputs (upstream SyncBN). with_cp: activation checkpointing.
+        norm: norm of the SPM and of the outputs (upstream SyncBN). use_checkpoint: activation checkpointing.
     """
+
+    add_config = staticmethod(add_vit_adapter_config)
+    released = ReleasedCheckpoint(
+        # mmseg / mmdet files (state_dict, backbone.*; upstream's names are dense's) and the ImageNet files the configs
+        # start from: DeiT ({'model'}), AugReg (ViT-Adapter's release files, timm names), BEiT / BEiT v2 ({'model'}).
+        # DeiT / AugReg files lack the layer scales blocks.*.gamma1/gamma2, which stay at 1.0, as upstream.
+        signature=("blocks.0.attn.qkv.weight",), classifier=r"^(head|head_dist|norm|fc_norm)\.|^dist_token$",
+        convert=_from_released)
 
     def __init__(self, base: str = "vit", img_size: int = 224, embed_dim: int = 192, depth: int = 12,
                  num_heads: int = 3, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0, init_values: float = 0.0,
@@ -471,7 +461,7 @@ class ViTAdapter(Backbone):
                  with_cffn: bool = True, use_extra_extractor: bool = True,
                  interaction_indexes: Sequence[Sequence[int]] = ((0, 2), (3, 5), (6, 8), (9, 11)),
                  add_vit_feature: bool = True, vit_feature: str = "stages", norm: str = "SyncBN",
-                 out_features=("res2", "res3", "res4", "res5"), with_cp: bool = False):
+                 out_features=("res2", "res3", "res4", "res5"), use_checkpoint: bool = False):
         super().__init__()
         window_size = list(window_size) or [0] * depth
         self._check(base, img_size, depth, window_size, interaction_indexes, add_vit_feature, vit_feature)
@@ -499,7 +489,8 @@ class ViTAdapter(Backbone):
         self.spm = SpatialPriorModule(conv_inplane, embed_dim, norm)
         self.interactions = nn.ModuleList(
             InteractionBlock(embed_dim, deform_num_heads, n_points, deform_ratio, init_values, with_cffn, cffn_ratio,
-                             drop_path_rate, use_extra_extractor and i == len(interaction_indexes) - 1, with_cp)
+                             drop_path_rate, use_extra_extractor and i == len(interaction_indexes) - 1,
+                             use_checkpoint)
             for i in range(len(interaction_indexes)))
         self.up = nn.ConvTranspose2d(embed_dim, embed_dim, 2, 2)
         for i in range(1, 5):
@@ -513,28 +504,28 @@ class ViTAdapter(Backbone):
     @staticmethod
     def _check(base, img_size, depth, window_size, interaction_indexes, add_vit_feature, vit_feature):
         if base not in ("vit", "beit"):
-            raise ValueError(f"MODEL.VIT_ADAPTER.BASE must be 'vit' (DeiT/AugReg) or 'beit', got {base!r}")
+            raise ArgumentError("base", "must be 'vit' (DeiT/AugReg) or 'beit'")
         if img_size % PATCH_SIZE:
-            raise ValueError(f"MODEL.VIT_ADAPTER.IMG_SIZE must be a multiple of {PATCH_SIZE}, got {img_size}")
+            raise ArgumentError("img_size", f"must be a multiple of {PATCH_SIZE}")
         if len(window_size) != depth:
-            raise ValueError(f"MODEL.VIT_ADAPTER.WINDOW_SIZE needs one entry per block ({depth}; 0 = global) or "
-                             f"none, got {len(window_size)}")
+            raise ArgumentError("window_size", f"needs one entry per block (`depth` {depth}; 0 = global) or none")
         if base == "beit" and len({w > 0 for w in window_size}) > 1:
-            raise ValueError("MODEL.VIT_ADAPTER.WINDOW_SIZE: BEiT blocks are either all global (segmentation form, "
-                             "with class token) or all windowed (detection form); got a mix")
+            raise ArgumentError("window_size", "BEiT blocks are either all global (segmentation form, with class "
+                                               "token) or all windowed (detection form); got a mix")
         expected = 0
         for first, last in interaction_indexes:
             if first != expected or last < first:
                 break
             expected = last + 1
         if expected != depth or any(len(idx) != 2 for idx in interaction_indexes):
-            raise ValueError(f"MODEL.VIT_ADAPTER.INTERACTION_INDEXES must split blocks 0..{depth - 1} into "
-                             f"consecutive [first, last] ranges, got {[list(i) for i in interaction_indexes]}")
+            raise ArgumentError("interaction_indexes", f"must split blocks 0..{depth - 1} into consecutive "
+                                                       f"[first, last] ranges")
         if vit_feature not in ("stages", "final"):
-            raise ValueError(f"MODEL.VIT_ADAPTER.VIT_FEATURE must be 'stages' or 'final', got {vit_feature!r}")
+            raise ArgumentError("vit_feature", "must be 'stages' or 'final'")
         if add_vit_feature and vit_feature == "stages" and len(interaction_indexes) != 4:
-            raise ValueError("MODEL.VIT_ADAPTER.VIT_FEATURE 'stages' adds interaction i's tokens to level i and needs "
-                             f"4 interactions, got {len(interaction_indexes)}; use 'final' or ADD_VIT_FEATURE False")
+            raise ArgumentError("vit_feature", f"'stages' adds interaction i's tokens to level i and needs 4 "
+                                               f"interactions, got {len(interaction_indexes)} (`interaction_indexes`); "
+                                               f"use 'final' or `add_vit_feature` False")
 
     def _init_weights(self) -> None:
         """Upstream's initialisation: Linear trunc-normal(0.02), norms 1/0, convs He-normal on fan-out,
@@ -563,15 +554,16 @@ class ViTAdapter(Backbone):
 
     @classmethod
     def from_config(cls, cfg, input_shape) -> "ViTAdapter":
-        v = cfg.MODEL.VIT_ADAPTER
-        return cls(base=v.BASE, img_size=v.IMG_SIZE, embed_dim=v.EMBED_DIM, depth=v.DEPTH, num_heads=v.NUM_HEADS,
-                   mlp_ratio=v.MLP_RATIO, drop_path_rate=v.DROP_PATH_RATE, init_values=v.INIT_VALUES,
-                   window_size=v.WINDOW_SIZE, conv_inplane=v.CONV_INPLANE, n_points=v.N_POINTS,
-                   deform_num_heads=v.DEFORM_NUM_HEADS, deform_ratio=v.DEFORM_RATIO, cffn_ratio=v.CFFN_RATIO,
-                   with_cffn=v.WITH_CFFN, use_extra_extractor=v.USE_EXTRA_EXTRACTOR,
-                   interaction_indexes=v.INTERACTION_INDEXES, add_vit_feature=v.ADD_VIT_FEATURE,
-                   vit_feature=v.VIT_FEATURE, norm=v.NORM, out_features=cfg.MODEL.BACKBONE.OUT_FEATURES,
-                   with_cp=v.WITH_CP)
+        return build_from_node(cls, cfg, "MODEL.VIT_ADAPTER", out_features="MODEL.BACKBONE.OUT_FEATURES")
+
+    @property
+    def num_lr_layers(self) -> int:
+        """Layers of layer-wise lr decay: the blocks (the embeddings are layer 0, the adapter the last + 1)."""
+        return len(self.blocks)
+
+    def lr_layer_id(self, name: str) -> int:
+        """Layer (0 .. num_lr_layers + 1) of parameter ``name`` (inside the backbone) for layer-wise lr decay."""
+        return vit_layer_id(name, self.num_lr_layers)
 
     @property
     def size_divisibility(self) -> int:

@@ -30,6 +30,6 @@ def resolve_device(cfg) -> torch.device:
 
 def build_model(cfg) -> nn.Module:
     """Build the model named by MODEL.META_ARCHITECTURE on MODEL.DEVICE (weights are not loaded:
-    use DenseCheckpointer(model).load(cfg.MODEL.WEIGHTS))."""
+    use DenseCheckpointer.from_config(cfg, model).load(cfg.MODEL.WEIGHTS))."""
     model = build_from_registry(META_ARCH_REGISTRY, cfg.MODEL.META_ARCHITECTURE, "MODEL.META_ARCHITECTURE", cfg)
     return model.to(resolve_device(cfg))

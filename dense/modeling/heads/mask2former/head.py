@@ -34,16 +34,16 @@ class Mask2FormerHead(nn.Module):
                  mask_dim: int = 256, encoder_levels: int = 3, encoder_layers: int = 6, encoder_heads: int = 8,
                  encoder_points: int = 4, encoder_feedforward: int = 1024, norm: str = "GN", hidden_dim: int = 256,
                  num_queries: int = 100, num_heads: int = 8, feedforward: int = 2048, num_layers: int = 9,
-                 dropout: float = 0.0, enforce_input_proj: bool = False, with_cp: bool = False,
+                 dropout: float = 0.0, enforce_input_proj: bool = False, use_checkpoint: bool = False,
                  ignore_value: int = 255):
         super().__init__()
         self.in_features, self.num_classes, self.ignore_value = list(in_features), num_classes, ignore_value
         self.num_queries, self.num_levels = num_queries, encoder_levels
         self.pixel_decoder = MSDeformAttnPixelDecoder(in_channels, feat_channels, mask_dim, encoder_levels,
                                                       encoder_layers, encoder_heads, encoder_points,
-                                                      encoder_feedforward, dropout, norm, with_cp)
+                                                      encoder_feedforward, dropout, norm, use_checkpoint)
         self.transformer_decoder = MaskedTransformerDecoder(num_layers, hidden_dim, num_heads, feedforward, dropout,
-                                                            with_cp)
+                                                            use_checkpoint)
         project = feat_channels != hidden_dim or enforce_input_proj
         self.decoder_input_projs = nn.ModuleList(
             [nn.Conv2d(feat_channels, hidden_dim, 1) if project else nn.Identity() for _ in range(encoder_levels)])
@@ -91,7 +91,7 @@ class Mask2FormerHead(nn.Module):
                    encoder_feedforward=head.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD, norm=head.NORM,
                    hidden_dim=mf.HIDDEN_DIM, num_queries=mf.NUM_OBJECT_QUERIES, num_heads=mf.NHEADS,
                    feedforward=mf.DIM_FEEDFORWARD, num_layers=mf.DEC_LAYERS - 1, dropout=mf.DROPOUT,
-                   enforce_input_proj=mf.ENFORCE_INPUT_PROJ, with_cp=mf.WITH_CP, ignore_value=head.IGNORE_VALUE)
+                   enforce_input_proj=mf.ENFORCE_INPUT_PROJ, use_checkpoint=mf.USE_CHECKPOINT, ignore_value=head.IGNORE_VALUE)
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict:
         mask_features, levels = self.pixel_decoder([features[f] for f in self.in_features])

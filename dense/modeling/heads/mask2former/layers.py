@@ -42,18 +42,18 @@ def _interleave_sin_cos(t: torch.Tensor) -> torch.Tensor:
 
 class FFN(nn.Module):
     """mmcv ``FFN`` (2 fully connected layers, ReLU) with its identity connection: x + fc2(relu(fc1(x))).
-    Keys ``layers.0.0`` (fc1) and ``layers.1`` (fc2). ``with_cp`` recomputes the hidden activations in the
+    Keys ``layers.0.0`` (fc1) and ``layers.1`` (fc2). ``use_checkpoint`` recomputes the hidden activations in the
     backward pass instead of storing them."""
 
-    def __init__(self, embed_dims: int, feedforward_channels: int, dropout: float = 0.0, with_cp: bool = False):
+    def __init__(self, embed_dims: int, feedforward_channels: int, dropout: float = 0.0, use_checkpoint: bool = False):
         super().__init__()
         self.layers = nn.Sequential(
             nn.Sequential(nn.Linear(embed_dims, feedforward_channels), nn.ReLU(inplace=True), nn.Dropout(dropout)),
             nn.Linear(feedforward_channels, embed_dims), nn.Dropout(dropout))
-        self.with_cp = with_cp
+        self.use_checkpoint = use_checkpoint
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.with_cp and x.requires_grad:
+        if self.use_checkpoint and x.requires_grad:
             return x + checkpoint(self.layers, x, use_reentrant=False)
         return x + self.layers(x)
 

@@ -20,10 +20,10 @@ class DeformableEncoderLayer(nn.Module):
     Keys ``attentions.0`` (sampling_offsets, attention_weights, value_proj, output_proj), ``ffns.0``, ``norms.0/1``."""
 
     def __init__(self, embed_dims: int, num_heads: int, num_levels: int, num_points: int, feedforward_channels: int,
-                 dropout: float = 0.0, with_cp: bool = False):
+                 dropout: float = 0.0, use_checkpoint: bool = False):
         super().__init__()
         self.attentions = nn.ModuleList([MSDeformAttn(embed_dims, num_levels, num_heads, num_points)])
-        self.ffns = nn.ModuleList([FFN(embed_dims, feedforward_channels, dropout, with_cp)])
+        self.ffns = nn.ModuleList([FFN(embed_dims, feedforward_channels, dropout, use_checkpoint)])
         self.norms = nn.ModuleList([nn.LayerNorm(embed_dims), nn.LayerNorm(embed_dims)])
         self.dropout = nn.Dropout(dropout)
 
@@ -66,7 +66,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
     def __init__(self, in_channels: list[int], feat_channels: int = 256, out_channels: int = 256,
                  num_encoder_levels: int = 3, num_layers: int = 6, num_heads: int = 8, num_points: int = 4,
-                 feedforward_channels: int = 1024, dropout: float = 0.0, norm: str = "GN", with_cp: bool = False):
+                 feedforward_channels: int = 1024, dropout: float = 0.0, norm: str = "GN", use_checkpoint: bool = False):
         super().__init__()
         if not 1 <= num_encoder_levels <= len(in_channels):
             raise ValueError(f"The deformable encoder needs 1..{len(in_channels)} levels, got {num_encoder_levels}")
@@ -75,7 +75,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.input_convs = nn.ModuleList([ConvNormAct(c, feat_channels, 1, norm=norm, activation=False, bias=True)
                                           for c in coarse_first[:num_encoder_levels]])
         self.encoder = DeformableEncoder(num_layers, feat_channels, num_heads, num_encoder_levels, num_points,
-                                         feedforward_channels, dropout, with_cp)
+                                         feedforward_channels, dropout, use_checkpoint)
         self.postional_encoding = SinePositionalEncoding(feat_channels // 2)  # (sic) mmdet's attribute name
         self.level_encoding = nn.Embedding(num_encoder_levels, feat_channels)
         self.lateral_convs = nn.ModuleList([ConvNormAct(c, feat_channels, 1, norm=norm, activation=False)

@@ -16,11 +16,11 @@ class MaskedAttentionDecoderLayer(nn.Module):
     Keys ``attentions.0`` (cross), ``attentions.1`` (self), ``ffns.0``, ``norms.0/1/2``."""
 
     def __init__(self, embed_dims: int, num_heads: int, feedforward_channels: int, dropout: float = 0.0,
-                 with_cp: bool = False):
+                 use_checkpoint: bool = False):
         super().__init__()
         self.attentions = nn.ModuleList([MultiheadAttention(embed_dims, num_heads, dropout),
                                          MultiheadAttention(embed_dims, num_heads, dropout)])
-        self.ffns = nn.ModuleList([FFN(embed_dims, feedforward_channels, dropout, with_cp)])
+        self.ffns = nn.ModuleList([FFN(embed_dims, feedforward_channels, dropout, use_checkpoint)])
         self.norms = nn.ModuleList([nn.LayerNorm(embed_dims) for _ in range(3)])
 
     def forward(self, query: torch.Tensor, query_pos: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor,
@@ -37,9 +37,9 @@ class MaskedTransformerDecoder(nn.Module):
     before every prediction."""
 
     def __init__(self, num_layers: int, embed_dims: int, num_heads: int, feedforward_channels: int,
-                 dropout: float = 0.0, with_cp: bool = False):
+                 dropout: float = 0.0, use_checkpoint: bool = False):
         super().__init__()
         self.layers = nn.ModuleList([MaskedAttentionDecoderLayer(embed_dims, num_heads, feedforward_channels, dropout,
-                                                                 with_cp) for _ in range(num_layers)])
+                                                                 use_checkpoint) for _ in range(num_layers)])
         self.post_norm = nn.LayerNorm(embed_dims)
         self.num_heads = num_heads
