@@ -1,5 +1,5 @@
 # dense: `make demo` trains and evaluates a small model on the built-in synthetic data;
-# `make test` runs the test suite. Both create .venv and install everything on first use.
+# `make test` runs the test suite, `make lint` the linter. All create .venv and install everything on first use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +8,7 @@ OPS := $(shell find ops -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*
 DEMO_CFG ?= configs/synthetic/semantic_fpn/dat_pp_nano_demo.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all cuda-build-check clean
+.PHONY: install demo test test-all lint cuda-build-check clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# ruff (configured in pyproject.toml): pycodestyle, pyflakes, bugbear, pyupgrade
+lint: $(STAMP)
+	$(VENV)/bin/ruff check dense tools tests setup.py
 
 # Compile the CUDA kernels (FORCE_CUDA=1, no GPU needed) into build/cuda-check and check that every op
 # registered a CUDA kernel; the in-place CPU extension is left alone. CI runs this after the tests.

@@ -55,7 +55,8 @@ def get_extensions():
     extension = cpp_extension.CppExtension
     if _want_cuda():
         if cpp_extension.CUDA_HOME is None:
-            raise RuntimeError("FORCE_CUDA=1 but no CUDA toolkit was found: set CUDA_HOME to the folder holding bin/nvcc")
+            raise RuntimeError("FORCE_CUDA=1 but no CUDA toolkit was found: "
+                               "set CUDA_HOME to the folder holding bin/nvcc")
         if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
         extension = cpp_extension.CUDAExtension

@@ -46,7 +46,8 @@ def load_released(model, path: str, expected_keys: set):
     # every table key became a distinct loaded backbone tensor (names may be converted), none missing
     loaded_backbone = [k for k in r.loaded if k.startswith("backbone.")]
     assert len(loaded_backbone) == len(expected_keys), (len(loaded_backbone), len(expected_keys))
-    assert not [k for k in r.missing if k.startswith("backbone.") and not k.endswith("num_batches_tracked")], r.summary()
+    assert not [k for k in r.missing
+                if k.startswith("backbone.") and not k.endswith("num_batches_tracked")], r.summary()
     return r
 
 

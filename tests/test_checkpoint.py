@@ -67,7 +67,8 @@ def test_shape_mismatch_is_an_error_listing_keys(tiny_cfg, tmp_path):
     assert "WEIGHTS_SKIP_MISMATCH" in msg
     ck = DenseCheckpointer(build_model(tiny_cfg), skip_mismatch=True)
     ck.load(str(tmp_path / "m.pth"))
-    assert {k for k, _, _ in ck.last_report.mismatched} == {"sem_seg_head.conv_seg.weight", "sem_seg_head.conv_seg.bias"}
+    assert {k for k, _, _ in ck.last_report.mismatched} == {"sem_seg_head.conv_seg.weight",
+                                                            "sem_seg_head.conv_seg.bias"}
 
 
 def test_missing_checkpoint_file(tiny_cfg):

@@ -99,7 +99,8 @@ def test_all_shipped_configs_parse():
                                        "MODEL.DAT.STAGE_SPEC"),
     ("SOLVER.LAYER_DECAY.NUM_LAYERS", 24, "was removed: the layers are the backbone's own"),
     ("INPUT.CROP.TYPE", "absolute_range", "with INPUT.CROP.SIZE_RANGE"),
-    ("MODEL.VIT_ADAPTER.WITH_CP", True, "'MODEL.VIT_ADAPTER.WITH_CP' was renamed to 'MODEL.VIT_ADAPTER.USE_CHECKPOINT'"),
+    ("MODEL.VIT_ADAPTER.WITH_CP", True,
+     "'MODEL.VIT_ADAPTER.WITH_CP' was renamed to 'MODEL.VIT_ADAPTER.USE_CHECKPOINT'"),
     ("MODEL.MASK_FORMER.WITH_CP", True, "was renamed to 'MODEL.MASK_FORMER.USE_CHECKPOINT'")])
 def test_removed_and_renamed_keys_say_what_to_do(tmp_path, key, value, message):
     """An old config that sets a key which restated another (or has a new name) fails with the fix, in a file and on

@@ -279,7 +279,8 @@ def test_dat_v1_deformable_attention_matches_upstream():
         y = torch.randn(1, 384, 9, 20)
         out = m(y)
         table = m.rpe_table
-        m.rpe_table = torch.nn.Parameter(F.interpolate(table[None], size=(17, 39), mode="bicubic", align_corners=False)[0])
+        m.rpe_table = torch.nn.Parameter(F.interpolate(table[None], size=(17, 39), mode="bicubic",
+                                                       align_corners=False)[0])
         torch.testing.assert_close(out, _upstream_dattention(m, y), rtol=1e-5, atol=1e-5)
 
 

@@ -74,7 +74,8 @@ def test_missing_label_error_or_skip(tmp_path):
     DatasetCatalog.register("_missing_label", lambda: load_sem_seg(str(tmp_path / "img"), str(tmp_path / "lab")))
     with pytest.raises(FileNotFoundError, match="(?s)1 images .* have no label file.*b.png.*ON_BAD_SAMPLE skip"):
         get_dataset_dicts(["_missing_label"])
-    assert [os.path.basename(r["file_name"]) for r in get_dataset_dicts(["_missing_label"], on_bad_sample="skip")] == ["a.jpg"]
+    assert [os.path.basename(r["file_name"])
+            for r in get_dataset_dicts(["_missing_label"], on_bad_sample="skip")] == ["a.jpg"]
 
 
 def test_corrupt_image_and_bad_labels_get_clear_errors(tmp_path, tiny_cfg):
@@ -82,7 +83,8 @@ def test_corrupt_image_and_bad_labels_get_clear_errors(tmp_path, tiny_cfg):
     _write_pair(tmp_path, "ok", np.zeros((16, 16, 3), np.uint8), np.full((16, 16), 9, np.uint8))
     (tmp_path / "img" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
     with pytest.raises(BadSampleError, match="broken.jpg.*corrupt"):
-        mapper({"file_name": str(tmp_path / "img" / "broken.jpg"), "sem_seg_file_name": str(tmp_path / "lab" / "ok.png")})
+        mapper({"file_name": str(tmp_path / "img" / "broken.jpg"),
+                "sem_seg_file_name": str(tmp_path / "lab" / "ok.png")})
     with pytest.raises(BadSampleError, match=r"values \[9\] outside 0..5"):
         mapper({"file_name": str(tmp_path / "img" / "ok.jpg"), "sem_seg_file_name": str(tmp_path / "lab" / "ok.png")})
 
@@ -90,7 +92,8 @@ def test_corrupt_image_and_bad_labels_get_clear_errors(tmp_path, tiny_cfg):
 def test_reduce_zero_label(tmp_path, tiny_cfg):
     label = np.array([[0, 1], [6, 255]], np.uint8)
     _write_pair(tmp_path, "z", np.zeros((2, 2, 3), np.uint8), label)
-    tiny_cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING, tiny_cfg.INPUT.MIN_SIZE_TRAIN, tiny_cfg.INPUT.MAX_SIZE_TRAIN = "choice", (2,), 2
+    (tiny_cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING, tiny_cfg.INPUT.MIN_SIZE_TRAIN,
+     tiny_cfg.INPUT.MAX_SIZE_TRAIN) = "choice", (2,), 2
     tiny_cfg.INPUT.CROP.ENABLED, tiny_cfg.INPUT.FLIP_PROB, tiny_cfg.INPUT.COLOR_AUG = False, 0.0, False
     out = SemSegDatasetMapper(tiny_cfg, True)({"file_name": str(tmp_path / "img/z.jpg"),
                                                "sem_seg_file_name": str(tmp_path / "lab/z.png"),
@@ -106,7 +109,8 @@ def test_joint_transforms_keep_image_mask_and_boxes_aligned():
     image[:, 10:30, 50:80] = 200
     mask[10:30, 50:80] = 1
     sample = {"image": tv_tensors.Image(image), "sem_seg": tv_tensors.Mask(mask),
-              "boxes": tv_tensors.BoundingBoxes(torch.tensor([[50.0, 10.0, 80.0, 30.0]]), format="XYXY", canvas_size=(h, w))}
+              "boxes": tv_tensors.BoundingBoxes(torch.tensor([[50.0, 10.0, 80.0, 30.0]]), format="XYXY",
+                                                canvas_size=(h, w))}
     t = Compose([ResizeRatioRange(180, 60, (0.5, 2.0)), RandomCropCatMax((40, 40), 1.0), RandomFlip(1.0)])
     for _ in range(20):
         out = t(sample)

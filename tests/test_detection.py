@@ -119,7 +119,8 @@ def test_box_coder_round_trip_and_mmdet_deltas():
     gt = torch.tensor([[12.0, 18.0, 60.0, 44.0], [2.0, 3.0, 10.0, 20.0]])
     deltas = coder.encode_single(gt, anchors)
     # bbox2delta: centres (30, 30) -> (36, 31), sizes (40, 20) -> (48, 26), divided by the stds
-    expected = torch.tensor([(36 - 30) / 40 / 0.1, (31 - 30) / 20 / 0.1, math.log(48 / 40) / 0.2, math.log(26 / 20) / 0.2])
+    expected = torch.tensor([(36 - 30) / 40 / 0.1, (31 - 30) / 20 / 0.1,
+                             math.log(48 / 40) / 0.2, math.log(26 / 20) / 0.2])
     assert torch.allclose(deltas[0], expected, atol=1e-6)
     assert torch.allclose(coder.decode_single(deltas, anchors), gt, atol=1e-4)
     # class-specific deltas [R, 4K] decode per class
@@ -149,7 +150,8 @@ def test_matcher_follows_mmdet_max_iou_assigner():
 def test_aligned_roi_align_matches_torchvision_and_half_pixel_convention():
     torch.manual_seed(0)
     feats = [torch.randn(2, 3, 32, 32), torch.randn(2, 3, 16, 16)]
-    boxes = [torch.tensor([[4.0, 4.0, 60.0, 100.0], [0.0, 0.0, 120.0, 120.0]]), torch.tensor([[10.0, 20.0, 30.0, 25.0]])]
+    boxes = [torch.tensor([[4.0, 4.0, 60.0, 100.0], [0.0, 0.0, 120.0, 120.0]]),
+             torch.tensor([[10.0, 20.0, 30.0, 25.0]])]
     pooler = ROIPooler(7, [1 / 4, 1 / 8], sampling_ratio=0, pooler_type="ROIAlignV2")
     # mmdet map_roi_levels: floor(log2(sqrt(area) / 56 + 1e-6)) clamped: 73 px -> 0, 120 px -> 1, 10 px -> 0
     assert pooler.levels(torch.cat(boxes)).tolist() == [0, 1, 0]
@@ -287,8 +289,10 @@ def _load_stand_in(model, keys, tmp_path):
 
 
 # released backbone key tables (shared/golden/keys): DaViT's det/seg form and DAT++'s dense form
-RELEASED_BACKBONES = {"davit_tiny": ("davit_keys.json", "tiny", "det_seg", [96, 192, 384, 768], "backbone.norm0."),
-                      "dat_pp_tiny": ("dat_keys.json", "dat_pp_tiny", "dense", [64, 128, 256, 512], "backbone.norms.0.")}
+RELEASED_BACKBONES = {
+    "davit_tiny": ("davit_keys.json", "tiny", "det_seg", [96, 192, 384, 768], "backbone.norm0."),
+    "dat_pp_tiny": ("dat_keys.json", "dat_pp_tiny", "dense", [64, 128, 256, 512], "backbone.norms.0."),
+}
 
 
 @pytest.mark.parametrize("backbone", ["davit_tiny", "dat_pp_tiny"])
@@ -419,7 +423,8 @@ def test_detection_pipelines_single_scale_multi_scale_and_crop(synthetic_root):
                 if len(xs):
                     assert xs.min() >= box[0] - 3 and xs.max() + 1 <= box[2] + 3
         test = DetectionDatasetMapper(single, False)(r)
-        assert "instances" not in test and min(test["image"].shape[-2:]) == 800 and (test["height"], test["width"]) == (h, w)
+        assert ("instances" not in test and min(test["image"].shape[-2:]) == 800
+                and (test["height"], test["width"]) == (h, w))
     # the crop: height and width each in [384, 600], boxes shifted and clipped
     sample = {"image": torch.zeros(3, 900, 1000, dtype=torch.uint8)}
     sample["boxes"] = tv_tensors.BoundingBoxes(torch.tensor([[0.0, 0.0, 1000.0, 900.0]]), format="XYXY",
@@ -502,7 +507,8 @@ def test_demo_config_trains_to_ap_well_above_untrained(arch, synthetic_root, tmp
     trainer.resume_or_load(resume=False)
     trained = trainer.train()
     tasks = ["bbox", "segm"] if arch == "mask_rcnn" else ["bbox"]
-    print(f"{arch} demo AP: " + ", ".join(f"{t} {untrained[t]['AP']:.1f} untrained -> {trained[t]['AP']:.1f}" for t in tasks))
+    print(f"{arch} demo AP: " + ", ".join(f"{t} {untrained[t]['AP']:.1f} untrained -> {trained[t]['AP']:.1f}"
+                                          for t in tasks))
     for task in tasks:
         assert trained[task]["AP"] > 30 and trained[task]["AP"] > untrained[task]["AP"] + 25, (untrained, trained)
     metrics = [json.loads(line) for line in open(tmp_path / "out" / "metrics.json")]

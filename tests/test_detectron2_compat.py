@@ -158,7 +158,7 @@ def test_readme_examples_load(tmp_path):
     model = d2_build_model(cfg)
     assert type(unwrap(model.backbone)).__name__ == "DAT" and cfg.MODEL.DAT.DROP_PATH_RATE == 0.2
     text = _readme_yaml("# configs/ade20k/semantic-segmentation/dense/maskformer2_dat_pp_tiny_bs16_160k.yaml")
-    (tmp_path / "m2f.yaml").write_text("\n".join(l for l in text.splitlines() if not l.startswith("_BASE_")))
+    (tmp_path / "m2f.yaml").write_text("\n".join(line for line in text.splitlines() if not line.startswith("_BASE_")))
     cfg = d2_get_cfg()
     add_dense_config(cfg)
     cfg.merge_from_file(str(tmp_path / "m2f.yaml"))

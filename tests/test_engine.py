@@ -82,8 +82,8 @@ def test_resume_after_kill_gives_identical_weights(synthetic_root, tmp_path):
 
 
 def _metrics(out):
-    lines = [json.loads(l) for l in open(os.path.join(out, "metrics.json"))]
-    return {k: v for k, v in [l for l in lines if "sem_seg/mIoU" in l][-1].items() if k.startswith("sem_seg/")}
+    lines = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
+    return {k: v for k, v in [rec for rec in lines if "sem_seg/mIoU" in rec][-1].items() if k.startswith("sem_seg/")}
 
 
 def _eval_only(out, weights, *extra):
@@ -127,8 +127,8 @@ def test_tensorboard_and_metrics_writers(tiny_cfg):
     Trainer(tiny_cfg).train()
     files = os.listdir(tiny_cfg.OUTPUT_DIR)
     assert any(f.startswith("events.out.tfevents") for f in files)
-    lines = [json.loads(l) for l in open(os.path.join(tiny_cfg.OUTPUT_DIR, "metrics.json"))]
-    assert [l["iteration"] for l in lines] == [0, 1] and all("total_loss" in l and "lr" in l for l in lines)
+    lines = [json.loads(line) for line in open(os.path.join(tiny_cfg.OUTPUT_DIR, "metrics.json"))]
+    assert [rec["iteration"] for rec in lines] == [0, 1] and all("total_loss" in rec and "lr" in rec for rec in lines)
 
 
 def test_trainer_initialisation_follows_seed_not_ambient_rng(tiny_cfg):

@@ -32,7 +32,8 @@ def test_sem_seg_metrics_by_hand(tmp_path):
     logits = torch.nn.functional.one_hot(torch.from_numpy(pred), 3).permute(2, 0, 1).float()
     ev.process([{"sem_seg_file_name": str(tmp_path / "gt.png")}], [{"sem_seg": logits}])
     r = ev.evaluate()["sem_seg"]
-    assert r["IoU-a"] == pytest.approx(75.0) and r["IoU-b"] == pytest.approx(200 / 3) and r["IoU-c"] == pytest.approx(50.0)
+    assert (r["IoU-a"] == pytest.approx(75.0) and r["IoU-b"] == pytest.approx(200 / 3)
+            and r["IoU-c"] == pytest.approx(50.0))
     assert r["mIoU"] == pytest.approx(100 * (3 / 4 + 2 / 3 + 2 / 4) / 3)
     assert r["mACC"] == pytest.approx(100 * (1 + 2 / 3 + 2 / 3) / 3) and r["pACC"] == pytest.approx(700 / 9)
     assert r["fwIoU"] == pytest.approx(r["mIoU"])
@@ -93,7 +94,8 @@ def test_coco_evaluator_equals_pycocotools(synthetic_root):
     results = []
     for r, o in zip(records, outputs):
         inst = o["instances"]
-        for b, s, c, m in zip(inst.pred_boxes.tolist(), inst.scores.tolist(), inst.pred_classes.tolist(), inst.pred_masks.numpy()):
+        for b, s, c, m in zip(inst.pred_boxes.tolist(), inst.scores.tolist(), inst.pred_classes.tolist(),
+                              inst.pred_masks.numpy()):
             rle = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
             rle["counts"] = rle["counts"].decode()
             results.append({"image_id": r["image_id"], "category_id": cat_ids[c], "score": s,

@@ -103,7 +103,8 @@ def test_matcher_equals_brute_force(seed, q, m):
         for j in range(m):
             bce, dice = _mask_terms(mask_logits[i].numpy(), masks[j].float().numpy(), coords)
             cost[i, j] = 2.0 * -prob[labels[j]] + 5.0 * bce + 5.0 * dice
-    np.testing.assert_allclose(matcher.cost_matrix(logits, mask_logits, labels, masks, torch.from_numpy(coords)).numpy(),
+    np.testing.assert_allclose(matcher.cost_matrix(logits, mask_logits, labels, masks,
+                                                   torch.from_numpy(coords)).numpy(),
                                cost, rtol=1e-5, atol=1e-5)
     best = min(sum(cost[perm[j], j] for j in range(m)) for perm in itertools.permutations(range(q), m))
     assert sorted(cols.tolist()) == list(range(m))
@@ -224,7 +225,8 @@ def test_panoptic_evaluator_accumulates_images(tmp_path):
     name = "pq_hand_built"
     if name not in DatasetCatalog:
         DatasetCatalog.register(name, lambda: [])
-        MetadataCatalog.get(name).set(stuff_classes=["A", "B", "C", "D"], thing_dataset_id_to_contiguous_id={2: 1, 3: 2})
+        MetadataCatalog.get(name).set(stuff_classes=["A", "B", "C", "D"],
+                                      thing_dataset_id_to_contiguous_id={2: 1, 3: 2})
     gt, gt_segments, pred, pred_segments = _hand_built_panoptic()
     gt2 = np.zeros((4, 4), np.int64)
     gt2[:2] = 7
@@ -314,8 +316,9 @@ _KEYS = {"DATASET_MAPPER_NAME": "INPUT.DATASET_MAPPER_NAME", "NUM_CLASSES": "MOD
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_training_reduces_loss_and_task_evaluator_reports(task, synthetic_root):
-    """Twenty AdamW steps on a fixed batch of the task's synthetic data (through its mapper) lower the loss measured with
-    the same random draws; then the dataset's evaluator (mIoU / COCO mask AP / PQ) reports on 4 validation images."""
+    """Twenty AdamW steps on a fixed batch of the task's synthetic data (through its mapper) lower the loss measured
+    with the same random draws; then the dataset's evaluator (mIoU / COCO mask AP / PQ) reports on 4 validation
+    images."""
     overrides, train, val, (group, metric) = TASKS[task]
     opts = [x for o in overrides for x in (_KEYS[o.split(":")[0]], o.split(":")[1])]
     cfg = _cfg(TINY, opts=opts + ["DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", f"('{val}',)"])
@@ -390,7 +393,8 @@ def _segments_batch(num_classes, size=(96, 96), n=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     batch = []
     for _ in range(n):
-        label = torch.randint(0, 3, (size[0] // 16, size[1] // 16), generator=g).repeat_interleave(16, 0).repeat_interleave(16, 1)
+        label = torch.randint(0, 3, (size[0] // 16, size[1] // 16),
+                              generator=g).repeat_interleave(16, 0).repeat_interleave(16, 1)
         classes = torch.randperm(num_classes, generator=g)[:3]
         inst = Instances(size)
         inst.gt_classes = classes[label.unique()]
@@ -400,7 +404,8 @@ def _segments_batch(num_classes, size=(96, 96), n=2, seed=0):
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if "large" in p or "base" in p else p
-                                  for p in M2F_CONFIGS], ids=lambda p: os.path.relpath(p, os.path.join(REPO, "configs")))
+                                  for p in M2F_CONFIGS],
+                         ids=lambda p: os.path.relpath(p, os.path.join(REPO, "configs")))
 def test_every_mask2former_config_trains_a_step_and_infers(path):
     """Every Mask2Former config (the BEiT-B/L ones only in the slow run) runs forward + backward on a small batch of
     segments, with gradient reaching the backbone, and infers every task its config turns on."""
@@ -450,7 +455,8 @@ def _mmseg_head_keys(model) -> dict[str, tuple]:
     heads, levels, points, enc_ffn, dec_ffn = 8, 3, 4, 1024, 2048
     keys = {}
     for i in range(3):
-        keys.update({f"pixel_decoder.input_convs.{i}.conv.weight": (c, 768, 1, 1), f"pixel_decoder.input_convs.{i}.conv.bias": (c,),
+        keys.update({f"pixel_decoder.input_convs.{i}.conv.weight": (c, 768, 1, 1),
+                     f"pixel_decoder.input_convs.{i}.conv.bias": (c,),
                      f"pixel_decoder.input_convs.{i}.gn.weight": (c,), f"pixel_decoder.input_convs.{i}.gn.bias": (c,)})
     for i in range(6):
         p = f"pixel_decoder.encoder.layers.{i}."
@@ -461,16 +467,20 @@ def _mmseg_head_keys(model) -> dict[str, tuple]:
             keys.update({p + name + ".weight": shape, p + name + ".bias": shape[:1]})
         for j in range(2):
             keys.update({p + f"norms.{j}.weight": (c,), p + f"norms.{j}.bias": (c,)})
-    keys.update({"pixel_decoder.level_encoding.weight": (levels, c), "pixel_decoder.lateral_convs.0.conv.weight": (c, 768, 1, 1),
+    keys.update({"pixel_decoder.level_encoding.weight": (levels, c),
+                 "pixel_decoder.lateral_convs.0.conv.weight": (c, 768, 1, 1),
                  "pixel_decoder.lateral_convs.0.gn.weight": (c,), "pixel_decoder.lateral_convs.0.gn.bias": (c,),
-                 "pixel_decoder.output_convs.0.conv.weight": (c, c, 3, 3), "pixel_decoder.output_convs.0.gn.weight": (c,),
+                 "pixel_decoder.output_convs.0.conv.weight": (c, c, 3, 3),
+                 "pixel_decoder.output_convs.0.gn.weight": (c,),
                  "pixel_decoder.output_convs.0.gn.bias": (c,), "pixel_decoder.mask_feature.weight": (m, c, 1, 1),
                  "pixel_decoder.mask_feature.bias": (m,)})
     for i in range(9):
         p = f"transformer_decoder.layers.{i}."
         for a in range(2):
-            keys.update({p + f"attentions.{a}.attn.in_proj_weight": (3 * c, c), p + f"attentions.{a}.attn.in_proj_bias": (3 * c,),
-                         p + f"attentions.{a}.attn.out_proj.weight": (c, c), p + f"attentions.{a}.attn.out_proj.bias": (c,)})
+            keys.update({p + f"attentions.{a}.attn.in_proj_weight": (3 * c, c),
+                         p + f"attentions.{a}.attn.in_proj_bias": (3 * c,),
+                         p + f"attentions.{a}.attn.out_proj.weight": (c, c),
+                         p + f"attentions.{a}.attn.out_proj.bias": (c,)})
         keys.update({p + "ffns.0.layers.0.0.weight": (dec_ffn, c), p + "ffns.0.layers.0.0.bias": (dec_ffn,),
                      p + "ffns.0.layers.1.weight": (c, dec_ffn), p + "ffns.0.layers.1.bias": (c,)})
         for j in range(3):
@@ -499,7 +509,8 @@ def test_released_vit_adapter_mask2former_zip_loads(tmp_path, head_prefix):
           for k, (s, dtype) in backbone.items()}
     sd.update({head_prefix + k: torch.randn(s, generator=g) for k, s in _mmseg_head_keys(model).items()})
     if head_prefix == "decode_head.":  # releases saved before upstream set conv_seg = None keep mmseg's classifier
-        sd.update({"decode_head.conv_seg.weight": torch.randn(171, 256, 1, 1), "decode_head.conv_seg.bias": torch.randn(171)})
+        sd.update({"decode_head.conv_seg.weight": torch.randn(171, 256, 1, 1),
+                   "decode_head.conv_seg.bias": torch.randn(171)})
     pth = tmp_path / "mask2former_beit_adapter_base_512_40k_cocostuff10k.pth"
     torch.save({"state_dict": sd, "meta": {"mmcv_version": "1.4.2"}}, pth)
     with zipfile.ZipFile(tmp_path / "release.zip", "w") as z:
@@ -520,33 +531,47 @@ def _to_detectron2(key: str) -> str:
     import re
 
     rules = [(r"^backbone\.conv1\.", "backbone.stem.conv1."), (r"^backbone\.bn1\.", "backbone.stem.conv1.norm."),
-             (r"^backbone\.layer(\d)\.(\d+)\.bn(\d)\.", lambda m: f"backbone.res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.norm."),
+             (r"^backbone\.layer(\d)\.(\d+)\.bn(\d)\.",
+              lambda m: f"backbone.res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.norm."),
              (r"^backbone\.layer(\d)\.(\d+)\.conv(\d)\.", lambda m: f"backbone.res{int(m[1]) + 1}.{m[2]}.conv{m[3]}."),
-             (r"^backbone\.layer(\d)\.(\d+)\.downsample\.0\.", lambda m: f"backbone.res{int(m[1]) + 1}.{m[2]}.shortcut."),
-             (r"^backbone\.layer(\d)\.(\d+)\.downsample\.1\.", lambda m: f"backbone.res{int(m[1]) + 1}.{m[2]}.shortcut.norm."),
+             (r"^backbone\.layer(\d)\.(\d+)\.downsample\.0\.",
+              lambda m: f"backbone.res{int(m[1]) + 1}.{m[2]}.shortcut."),
+             (r"^backbone\.layer(\d)\.(\d+)\.downsample\.1\.",
+              lambda m: f"backbone.res{int(m[1]) + 1}.{m[2]}.shortcut.norm."),
              (r"pixel_decoder\.input_convs\.(\d)\.conv\.", r"pixel_decoder.input_proj.\1.0."),
              (r"pixel_decoder\.input_convs\.(\d)\.gn\.", r"pixel_decoder.input_proj.\1.1."),
              (r"pixel_decoder\.level_encoding\.weight", "pixel_decoder.transformer.level_embed"),
-             (r"pixel_decoder\.encoder\.layers\.(\d)\.attentions\.0\.", r"pixel_decoder.transformer.encoder.layers.\1.self_attn."),
-             (r"pixel_decoder\.encoder\.layers\.(\d)\.norms\.(\d)\.", lambda m: f"pixel_decoder.transformer.encoder.layers.{m[1]}.norm{int(m[2]) + 1}."),
-             (r"pixel_decoder\.encoder\.layers\.(\d)\.ffns\.0\.layers\.0\.0\.", r"pixel_decoder.transformer.encoder.layers.\1.linear1."),
-             (r"pixel_decoder\.encoder\.layers\.(\d)\.ffns\.0\.layers\.1\.", r"pixel_decoder.transformer.encoder.layers.\1.linear2."),
+             (r"pixel_decoder\.encoder\.layers\.(\d)\.attentions\.0\.",
+              r"pixel_decoder.transformer.encoder.layers.\1.self_attn."),
+             (r"pixel_decoder\.encoder\.layers\.(\d)\.norms\.(\d)\.",
+              lambda m: f"pixel_decoder.transformer.encoder.layers.{m[1]}.norm{int(m[2]) + 1}."),
+             (r"pixel_decoder\.encoder\.layers\.(\d)\.ffns\.0\.layers\.0\.0\.",
+              r"pixel_decoder.transformer.encoder.layers.\1.linear1."),
+             (r"pixel_decoder\.encoder\.layers\.(\d)\.ffns\.0\.layers\.1\.",
+              r"pixel_decoder.transformer.encoder.layers.\1.linear2."),
              (r"pixel_decoder\.lateral_convs\.0\.conv\.", "pixel_decoder.adapter_1."),
              (r"pixel_decoder\.lateral_convs\.0\.gn\.", "pixel_decoder.adapter_1.norm."),
              (r"pixel_decoder\.output_convs\.0\.conv\.", "pixel_decoder.layer_1."),
              (r"pixel_decoder\.output_convs\.0\.gn\.", "pixel_decoder.layer_1.norm."),
              (r"pixel_decoder\.mask_feature\.", "pixel_decoder.mask_features."),
-             (r"transformer_decoder\.layers\.(\d)\.attentions\.0\.attn\.", r"predictor.transformer_cross_attention_layers.\1.multihead_attn."),
-             (r"transformer_decoder\.layers\.(\d)\.attentions\.1\.attn\.", r"predictor.transformer_self_attention_layers.\1.self_attn."),
-             (r"transformer_decoder\.layers\.(\d)\.norms\.0\.", r"predictor.transformer_cross_attention_layers.\1.norm."),
-             (r"transformer_decoder\.layers\.(\d)\.norms\.1\.", r"predictor.transformer_self_attention_layers.\1.norm."),
+             (r"transformer_decoder\.layers\.(\d)\.attentions\.0\.attn\.",
+              r"predictor.transformer_cross_attention_layers.\1.multihead_attn."),
+             (r"transformer_decoder\.layers\.(\d)\.attentions\.1\.attn\.",
+              r"predictor.transformer_self_attention_layers.\1.self_attn."),
+             (r"transformer_decoder\.layers\.(\d)\.norms\.0\.",
+              r"predictor.transformer_cross_attention_layers.\1.norm."),
+             (r"transformer_decoder\.layers\.(\d)\.norms\.1\.",
+              r"predictor.transformer_self_attention_layers.\1.norm."),
              (r"transformer_decoder\.layers\.(\d)\.norms\.2\.", r"predictor.transformer_ffn_layers.\1.norm."),
-             (r"transformer_decoder\.layers\.(\d)\.ffns\.0\.layers\.0\.0\.", r"predictor.transformer_ffn_layers.\1.linear1."),
-             (r"transformer_decoder\.layers\.(\d)\.ffns\.0\.layers\.1\.", r"predictor.transformer_ffn_layers.\1.linear2."),
+             (r"transformer_decoder\.layers\.(\d)\.ffns\.0\.layers\.0\.0\.",
+              r"predictor.transformer_ffn_layers.\1.linear1."),
+             (r"transformer_decoder\.layers\.(\d)\.ffns\.0\.layers\.1\.",
+              r"predictor.transformer_ffn_layers.\1.linear2."),
              (r"transformer_decoder\.post_norm\.", "predictor.decoder_norm."),
              (r"sem_seg_head\.(query_feat|query_embed|level_embed)\.", r"sem_seg_head.predictor.\1."),
              (r"sem_seg_head\.cls_embed\.", "sem_seg_head.predictor.class_embed."),
-             (r"sem_seg_head\.mask_embed\.(\d)\.", lambda m: f"sem_seg_head.predictor.mask_embed.layers.{int(m[1]) // 2}.")]
+             (r"sem_seg_head\.mask_embed\.(\d)\.",
+              lambda m: f"sem_seg_head.predictor.mask_embed.layers.{int(m[1]) // 2}.")]
     for pattern, repl in rules:
         key, n = re.subn(pattern, repl, key)
         if n:
@@ -588,7 +613,8 @@ def test_mappers_build_one_mask_per_segment(synthetic_root):
     assert torch.equal(inst.gt_masks.sum(0).bool(), sem != 255) and inst.gt_masks.sum(0).max() == 1
     rec = get_dataset_dicts(["synthetic_panoptic_train"])[0]
     cfg = _cfg(TINY, opts=["INPUT.DATASET_MAPPER_NAME", "mask_former_panoptic", "INPUT.CROP.ENABLED", "False",
-                           "INPUT.FLIP_PROB", "0.0", "INPUT.MIN_SIZE_TRAIN_SAMPLING", "choice", "INPUT.MAX_SIZE_TRAIN", "0",
+                           "INPUT.FLIP_PROB", "0.0", "INPUT.MIN_SIZE_TRAIN_SAMPLING", "choice",
+                           "INPUT.MAX_SIZE_TRAIN", "0",
                            "INPUT.MIN_SIZE_TRAIN", f"({min(rec['height'], rec['width'])},)"])  # no resize, crop, flip
     out = build_mapper(cfg, True)(rec)
     segments = [s for s in rec["segments_info"] if not s["iscrowd"]]
@@ -615,7 +641,8 @@ def test_panoptic_drawing_and_demo_tool(synthetic_root, tmp_path):
     drawn = vis[:40, :60].astype(int)
     assert (drawn[20, 10] > 0).any() and (drawn[38, 55] == 0).all()  # a segment is coloured, void is not
     assert not np.array_equal(drawn[8, 40], drawn[23, 40])  # two instances of one class: two shades
-    hue = lambda rgb: cv2.cvtColor(np.uint8([[rgb]]), cv2.COLOR_RGB2HSV)[0, 0, 0]
+    def hue(rgb):
+        return cv2.cvtColor(np.uint8([[rgb]]), cv2.COLOR_RGB2HSV)[0, 0, 0]
     assert abs(int(hue(drawn[10, 38])) - int(hue(palette(3)[2]))) <= 2  # in the class's hue
 
     cfg = os.path.join(REPO, "tests", "configs", "tiny_mask2former.yaml")

@@ -22,7 +22,8 @@ def test_freeze_at_freezes_stem_and_stages():
     cfg = get_cfg()
     cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.BACKBONE.FREEZE_AT = 18, 2
     bb = build_backbone(cfg)
-    assert not any(p.requires_grad for p in bb.conv1.parameters()) and not any(p.requires_grad for p in bb.layer1.parameters())
+    assert (not any(p.requires_grad for p in bb.conv1.parameters())
+            and not any(p.requires_grad for p in bb.layer1.parameters()))
     assert all(p.requires_grad for p in bb.layer2.parameters())
     bb.train()
     x = torch.randn(2, 3, 64, 64)

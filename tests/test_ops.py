@@ -78,7 +78,7 @@ def test_dscn_golden(backend):
         args = [cc[k] for k in ("kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h",
                                 "dilation_w")] + [c["group"], c["group_channels"], c["offset_scale"], c["im2col_step"],
                                                   c["remove_center"], cc["on_x"]]
-        fn = lambda input, offset: ops.dscn(input, offset, *args, backend=backend)  # noqa: E731
+        fn = lambda input, offset, args=args: ops.dscn(input, offset, *args, backend=backend)  # noqa: E731
         out, gr = _run_with_grads(fn, {"input": i["input"], "offset": i["offset_" + axis]}, ["input", "offset"],
                                   i["grad_output"])
         got.update({f"output_{axis}": out, f"grad_input_{axis}": gr["input"], f"grad_offset_{axis}": gr["offset"]})
@@ -150,7 +150,7 @@ def test_dscn_cpu_gradcheck(variant):
 @pytest.mark.parametrize("variant", [0, 1])
 def test_ms_deform_attn_cpu_gradcheck(variant):
     value, shapes, start, loc, attn = _msda_case(variant, contiguous=bool(variant))
-    fn = lambda v, l, a: ops.ms_deform_attn(v, shapes, start, l, a, backend="cpu")  # noqa: E731
+    fn = lambda v, loc, a: ops.ms_deform_attn(v, shapes, start, loc, a, backend="cpu")  # noqa: E731
     assert gradcheck(fn, (value.requires_grad_(), loc.requires_grad_(), attn.requires_grad_()), eps=1e-6, atol=1e-6)
 
 
@@ -216,8 +216,8 @@ def test_dscn_equals_reference(backend, variant):
 @pytest.mark.parametrize("n", [1, 3])
 def test_ms_deform_attn_equals_reference(backend, n):
     value, shapes, start, loc, attn = _msda_case(30 + n, device=_device(backend), n=n)
-    fn = lambda b, v, l, a: ops.ms_deform_attn(v, shapes, start, l, a, backend=b)  # noqa: E731
-    _assert_backends_agree(fn, {"v": value, "l": loc, "a": attn}, backend, atol=1e-10)
+    fn = lambda b, v, loc, a: ops.ms_deform_attn(v, shapes, start, loc, a, backend=b)  # noqa: E731
+    _assert_backends_agree(fn, {"v": value, "loc": loc, "a": attn}, backend, atol=1e-10)
 
 
 @pytest.mark.parametrize("backend", NON_REF)

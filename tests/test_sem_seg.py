@@ -20,7 +20,8 @@ from conftest import REPO
 # detection configs (mask_rcnn/, retinanet/): tests/test_detection.py; mask2former/: tests/test_mask2former.py
 LEAF_CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
                       if not os.path.basename(p).startswith("Base-")
-                      and not any(os.sep + d + os.sep in p for d in ("backbones", "mask_rcnn", "retinanet", "mask2former")))
+                      and not any(os.sep + d + os.sep in p
+                                  for d in ("backbones", "mask_rcnn", "retinanet", "mask2former")))
 # configs whose model is too large to build and step in the default run (> ~150M parameters)
 LARGE = ("large",)
 
@@ -41,7 +42,8 @@ def _batch(num_classes, size=(64, 64), n=2, seed=0):
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if any(k in p for k in LARGE) else p
-                                  for p in LEAF_CONFIGS], ids=lambda p: os.path.relpath(p, os.path.join(REPO, "configs")))
+                                  for p in LEAF_CONFIGS],
+                         ids=lambda p: os.path.relpath(p, os.path.join(REPO, "configs")))
 def test_every_config_builds_and_steps(path):
     """Every config builds its model, runs forward + backward on a small synthetic batch and inference."""
     cfg = _cfg(path)
@@ -100,7 +102,8 @@ def _mmseg_head_keys(head: str, levels: int = 4) -> list[str]:
                 for p in ("weight", "bias")]
         for i, n in enumerate([1, 1, 2, 3]):
             for j in range(n):
-                keys += [f"decode_head.scale_heads.{i}.{2 * j}.conv.weight"] + _bn(f"decode_head.scale_heads.{i}.{2 * j}.bn")
+                keys += ([f"decode_head.scale_heads.{i}.{2 * j}.conv.weight"]
+                         + _bn(f"decode_head.scale_heads.{i}.{2 * j}.bn"))
         return keys + ["decode_head.conv_seg.weight", "decode_head.conv_seg.bias"]
     if head == "light_ham":
         gn = lambda p: [f"{p}.weight", f"{p}.bias"]  # noqa: E731
@@ -126,9 +129,11 @@ def test_released_head_checkpoint_loads_completely(tmp_path, head, config):
         prefix = next(p for p in renamed if key.startswith(p))
         ours = renamed[prefix] + key[len(prefix):]
         assert ours in own, f"{key}: dense has no {ours}"
-        sd[key] = torch.randn_like(own[ours].float()).to(own[ours].dtype) if own[ours].is_floating_point() else own[ours]
+        sd[key] = (torch.randn_like(own[ours].float()).to(own[ours].dtype) if own[ours].is_floating_point()
+                   else own[ours])
     head_keys = {k for k in own if not k.startswith("backbone.")}
-    assert len(sd) == len(head_keys), sorted(head_keys - {renamed[p] + k[len(p):] for k in sd for p in renamed if k.startswith(p)})
+    assert len(sd) == len(head_keys), sorted(head_keys - {renamed[p] + k[len(p):] for k in sd for p in renamed
+                                                          if k.startswith(p)})
     sd.update({"backbone." + k[len("backbone."):]: v for k, v in own.items() if k.startswith("backbone.")})
     torch.save({"meta": {"CLASSES": ("a",)}, "state_dict": sd}, tmp_path / "released.pth")
     ck = DenseCheckpointer(build_model(_cfg(os.path.join(REPO, "configs", config))))
@@ -139,7 +144,8 @@ def test_released_head_checkpoint_loads_completely(tmp_path, head, config):
 
 # --------------------------------------------------------------------------------------- inference modes
 def test_slide_windows_cover_the_image():
-    for h, w, crop, stride in [(100, 80, (64, 64), (40, 40)), (30, 20, (64, 64), (40, 40)), (517, 683, (512, 512), (341, 341))]:
+    for h, w, crop, stride in [(100, 80, (64, 64), (40, 40)), (30, 20, (64, 64), (40, 40)),
+                               (517, 683, (512, 512), (341, 341))]:
         cover = np.zeros((h, w), int)
         for y0, y1, x0, x1 in slide_windows(h, w, crop, stride):
             assert 0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w

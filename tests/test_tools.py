@@ -15,10 +15,10 @@ def trained(synthetic_root, tmp_path_factory):
 
 
 def test_eval_only_reproduces_training_metrics_exactly(trained, tmp_path):
-    lines = [json.loads(l) for l in open(trained / "metrics.json")]
-    final = [l for l in lines if "sem_seg/mIoU" in l][-1]
+    lines = [json.loads(line) for line in open(trained / "metrics.json")]
+    final = [rec for rec in lines if "sem_seg/mIoU" in rec][-1]
     assert final["iteration"] == 5
-    assert any("total_loss" in l and "lr" in l for l in lines)
+    assert any("total_loss" in rec and "lr" in rec for rec in lines)
     run_tool([PY, "tools/train_net.py", "--config-file", TINY_CFG, "--eval-only",
               "MODEL.WEIGHTS", str(trained / "model_final.pth"), "OUTPUT_DIR", str(tmp_path)])
     ev = json.load(open(tmp_path / "eval_results.json"))

@@ -32,7 +32,7 @@ N_PARAMS = {  # upstream backbones built with each released config (shared/golde
 }
 
 
-@functools.lru_cache()
+@functools.lru_cache
 def _keys() -> dict:
     """The released key tables (skips the calling test when the shared data is absent)."""
     return json.load(open(shared_file("keys", "vit_adapter_keys.json")))
@@ -298,7 +298,8 @@ def test_beit_shared_table_and_windowed_conversion():
 def test_config_errors_name_the_key():
     """Built from a config, a bad value is named by its key (and the keys its reason refers to); built directly,
     by the constructor argument."""
-    with pytest.raises(ValueError, match=r"MODEL.VIT_ADAPTER.INTERACTION_INDEXES = \[\[0, 2\], \[4, 11\]\]: must split"):
+    with pytest.raises(ValueError,
+                       match=r"MODEL.VIT_ADAPTER.INTERACTION_INDEXES = \[\[0, 2\], \[4, 11\]\]: must split"):
         build_backbone(_cfg("vit_adapter_tiny_deit", ["MODEL.VIT_ADAPTER.INTERACTION_INDEXES", [[0, 2], [4, 11]]]))
     with pytest.raises(ValueError, match="MODEL.VIT_ADAPTER.WINDOW_SIZE = .*: BEiT blocks are either all global"):
         build_backbone(_cfg("vit_adapter_base_beit_512", ["MODEL.VIT_ADAPTER.WINDOW_SIZE", [14, 0] * 6]))

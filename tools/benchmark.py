@@ -46,7 +46,8 @@ def msda_case(device):
     attn = torch.rand(n, s, m, levels * p, generator=g).softmax(-1).view(n, s, m, levels, p)
     start = torch.cat([torch.zeros(1, dtype=torch.long), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
     tensors = [t.to(device) for t in (value, shapes, start, loc, attn)]
-    return (lambda backend, v, sh, st, l, a: ops.ms_deform_attn(v, sh, st, l, a, backend=backend)), tensors, [0, 3, 4]
+    return ((lambda backend, v, sh, st, loc, a: ops.ms_deform_attn(v, sh, st, loc, a, backend=backend)),
+            tensors, [0, 3, 4])
 
 
 def dcnv3_case(device):
@@ -56,7 +57,8 @@ def dcnv3_case(device):
     offset = torch.randn(n, h, w, group * k * k * 2, generator=g) * 2
     mask = torch.randn(n, h, w, group, k * k, generator=g).softmax(-1).view(n, h, w, -1)
     geo = (k, k, 1, 1, 1, 1, 1, 1, group, c // group, 1.0, 256, 0)
-    return (lambda backend, x, o, m: ops.dcnv3(x, o, m, *geo, backend=backend)), [t.to(device) for t in (x, offset, mask)], [0, 1, 2]
+    return ((lambda backend, x, o, m: ops.dcnv3(x, o, m, *geo, backend=backend)),
+            [t.to(device) for t in (x, offset, mask)], [0, 1, 2])
 
 
 def dscn_case(on_x):
@@ -148,7 +150,7 @@ def bench_ops(args):
         for backend in backends:
             fwd = best_time(_run_op(case, backend, device, False), device, args.repeat)
             fwdbwd = best_time(_run_op(case, backend, device, True), device, args.repeat)
-            mem = peak_memory(lambda: _run_op(case, backend, device, True), device)
+            mem = peak_memory(lambda case=case, backend=backend: _run_op(case, backend, device, True), device)
             results[backend] = (fwd, fwdbwd, mem)
         ref = results["reference"]
         for backend, (fwd, fwdbwd, mem) in results.items():
@@ -182,7 +184,7 @@ def bench_backbones(args):
         for backend in ("fastest", "reference"):
             b = None if backend == "fastest" else "reference"
             t = best_time(make_step(b), device, args.repeat)
-            results[backend] = (args.batch / t, peak_memory(lambda: make_step(b), device))
+            results[backend] = (args.batch / t, peak_memory(lambda b=b: make_step(b), device))
         (ips, mem), (ref_ips, ref_mem) = results["fastest"], results["reference"]
         rows.append([name, f"{ips:.2f}", f"{mem:.0f}", f"{ref_ips:.2f}", f"{ref_mem:.0f}", f"{ips / ref_ips:.2f}x"])
     print(f"device {device}, {args.size}x{args.size}, batch {args.batch}, threads {torch.get_num_threads()}")

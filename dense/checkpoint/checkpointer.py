@@ -65,7 +65,8 @@ def _group_keys(keys: list[str]) -> list[str]:
     for k in sorted(keys):
         prefix, _, leaf = k.rpartition(".")
         groups.setdefault(prefix, []).append(leaf)
-    return [f"{p}.{{{', '.join(v)}}}" if p and len(v) > 1 else (f"{p}.{v[0]}" if p else v[0]) for p, v in groups.items()]
+    return [f"{p}.{{{', '.join(v)}}}" if p and len(v) > 1 else (f"{p}.{v[0]}" if p else v[0])
+            for p, v in groups.items()]
 
 
 def _unwrap_checkpoint(ckpt: Any) -> tuple[dict, dict]:
@@ -107,9 +108,11 @@ class DenseCheckpointer(Checkpointer):
         self._source = ""
 
     @classmethod
-    def from_config(cls, cfg, model: nn.Module, save_dir: str | None = None, **checkpointables: Any) -> "DenseCheckpointer":
-        """The checkpointer of ``model`` as ``cfg`` says: MODEL.WEIGHTS_TRUSTED, MODEL.WEIGHTS_SKIP_MISMATCH, checkpoints
-        in ``save_dir`` (default OUTPUT_DIR; "" = none), plus ``checkpointables`` (optimizer, scheduler, ...)."""
+    def from_config(cls, cfg, model: nn.Module, save_dir: str | None = None,
+                    **checkpointables: Any) -> DenseCheckpointer:
+        """The checkpointer of ``model`` as ``cfg`` says: MODEL.WEIGHTS_TRUSTED, MODEL.WEIGHTS_SKIP_MISMATCH,
+        checkpoints in ``save_dir`` (default OUTPUT_DIR; "" = none), plus ``checkpointables`` (optimizer, scheduler,
+        ...)."""
         return cls(model, cfg.OUTPUT_DIR if save_dir is None else save_dir, trusted=cfg.MODEL.WEIGHTS_TRUSTED,
                    skip_mismatch=cfg.MODEL.WEIGHTS_SKIP_MISMATCH, **checkpointables)
 
@@ -127,7 +130,8 @@ class DenseCheckpointer(Checkpointer):
         self.tag_last_checkpoint(os.path.basename(path))
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        _atomic_write(os.path.join(self.save_dir, "last_checkpoint"), lambda f: f.write(last_filename_basename.encode()))
+        _atomic_write(os.path.join(self.save_dir, "last_checkpoint"),
+                      lambda f: f.write(last_filename_basename.encode()))
 
     # ------------------------------------------------------------------ loading
     def load(self, path: str, checkpointables: list[str] | None = None) -> dict[str, Any]:
@@ -144,7 +148,8 @@ class DenseCheckpointer(Checkpointer):
         return rest
 
     def _load_model(self, checkpoint: dict[str, Any]) -> LoadReport:
-        state_dict = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in checkpoint.pop("model").items()}
+        state_dict = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v
+                      for k, v in checkpoint.pop("model").items()}
         if all(k.startswith("module.") for k in state_dict):
             state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
         report = LoadReport(source=self._source)

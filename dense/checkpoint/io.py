@@ -168,7 +168,8 @@ def _open_source(path: str) -> Any:
                 return path  # torch's own zip serialisation
             inner = [n for n in names if n.endswith((".pth", ".pt", ".pth.tar", ".bin", ".ckpt"))]
             if len(inner) != 1:
-                raise ValueError(f"Archive '{path}' should hold exactly one checkpoint file (.pth/.pt); found {inner or names[:10]}")
+                raise ValueError(f"Archive '{path}' should hold exactly one checkpoint file (.pth/.pt); "
+                                 f"found {inner or names[:10]}")
             return io.BytesIO(z.read(inner[0]))
     return path
 

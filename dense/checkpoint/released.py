@@ -115,7 +115,8 @@ def convert_released(state_dict: dict, model: nn.Module) -> Conversion | None:
     out = {prefix + k: v for k, v in part.items()}
     model_keys = set(model.state_dict())
     if detectron2:
-        num_fpn = len({k.split(".")[3] for k in model_keys if k.startswith("sem_seg_head.pixel_decoder.lateral_convs.")})
+        num_fpn = len({k.split(".")[3] for k in model_keys
+                       if k.startswith("sem_seg_head.pixel_decoder.lateral_convs.")})
     for k, v in rest.items():
         new, why = _detectron2_rest(k, num_fpn) if detectron2 else _mmcv_rest(k, prefix, model_keys)
         if why:

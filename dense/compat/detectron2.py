@@ -123,7 +123,8 @@ def _register(family: str, backbone: type) -> None:
                    norm=cfg.MODEL.FPN.NORM, top_block=LastLevelP6P7(c5, cfg.MODEL.FPN.OUT_CHANNELS),
                    fuse_type=cfg.MODEL.FPN.FUSE_TYPE)
 
-    for suffix, fn in (("backbone", build), ("fpn_backbone", build_fpn), ("retinanet_fpn_backbone", build_retinanet_fpn)):
+    for suffix, fn in (("backbone", build), ("fpn_backbone", build_fpn),
+                       ("retinanet_fpn_backbone", build_retinanet_fpn)):
         name = f"build_{family}_{suffix}"
         if name not in D2_BACKBONE_REGISTRY:
             fn.__name__ = name

@@ -6,6 +6,6 @@ from .mappers import (DATASET_MAPPER_REGISTRY, DetectionDatasetMapper, InstanceD
                       build_mapper)
 from . import mask_former_mappers  # noqa: F401  (registers the mask_former_* and *_lsj mappers)
 
-__all__ = ["DATASET_MAPPER_REGISTRY", "build_mapper", "DatasetCatalog", "MetadataCatalog", "Metadata", "build_train_loader", "build_test_loader",
-           "get_dataset_dicts", "BadSampleError", "read_image", "read_sem_seg", "SemSegDatasetMapper",
-           "InstanceDatasetMapper", "DetectionDatasetMapper"]
+__all__ = ["DATASET_MAPPER_REGISTRY", "build_mapper", "DatasetCatalog", "MetadataCatalog", "Metadata",
+           "build_train_loader", "build_test_loader", "get_dataset_dicts", "BadSampleError", "read_image",
+           "read_sem_seg", "SemSegDatasetMapper", "InstanceDatasetMapper", "DetectionDatasetMapper"]

@@ -36,7 +36,8 @@ def get_dataset_dicts(names, filter_empty: bool = False, on_bad_sample: str = "e
     if not names:
         raise ValueError("No dataset given: set DATASETS.TRAIN / DATASETS.TEST to registered dataset names")
     records = [r for name in names for r in DatasetCatalog.get(name)]
-    missing = [r["sem_seg_file_name"] for r in records if "sem_seg_file_name" in r and not os.path.isfile(r["sem_seg_file_name"])]
+    missing = [r["sem_seg_file_name"] for r in records
+               if "sem_seg_file_name" in r and not os.path.isfile(r["sem_seg_file_name"])]
     if missing:
         if on_bad_sample != "skip":
             shown = "\n  ".join(missing[:5])
@@ -50,7 +51,8 @@ def get_dataset_dicts(names, filter_empty: bool = False, on_bad_sample: str = "e
         records = check_instance_annotations(records, on_bad_sample)
     if filter_empty:
         before = len(records)
-        records = [r for r in records if "annotations" not in r or any(not a.get("iscrowd", 0) for a in r["annotations"])]
+        records = [r for r in records
+                   if "annotations" not in r or any(not a.get("iscrowd", 0) for a in r["annotations"])]
         if before != len(records):
             logger.info(f"Removed {before - len(records)} images without usable annotations ({len(records)} left)")
     return records
@@ -129,9 +131,9 @@ def build_train_loader(cfg, mapper: Callable[[dict], dict], seed: int, start_ite
     else:
         sampler = TrainingSampler(len(records), shuffle=True, seed=seed, start=start_iter * total)
         batch_sampler = BatchSampler(sampler, total // world, drop_last=True)
-    return DataLoader(MapDataset(records, mapper, policy), batch_sampler=batch_sampler, collate_fn=trivial_batch_collator,
-                      num_workers=cfg.DATALOADER.NUM_WORKERS, worker_init_fn=_worker_init,
-                      persistent_workers=cfg.DATALOADER.NUM_WORKERS > 0)
+    return DataLoader(MapDataset(records, mapper, policy), batch_sampler=batch_sampler,
+                      collate_fn=trivial_batch_collator, num_workers=cfg.DATALOADER.NUM_WORKERS,
+                      worker_init_fn=_worker_init, persistent_workers=cfg.DATALOADER.NUM_WORKERS > 0)
 
 
 def build_test_loader(cfg, dataset_name: str, mapper: Callable[[dict], dict]) -> DataLoader:

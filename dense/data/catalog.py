@@ -67,7 +67,7 @@ class Metadata(types.SimpleNamespace):
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
-    def set(self, **kwargs: Any) -> "Metadata":
+    def set(self, **kwargs: Any) -> Metadata:
         for k, v in kwargs.items():
             setattr(self, k, v)
         return self

@@ -19,7 +19,8 @@ def read_image(path: str, fmt: str = "BGR") -> np.ndarray:
             img = ImageOps.exif_transpose(img).convert("RGB")
             arr = np.asarray(img)
     except FileNotFoundError:
-        raise BadSampleError(f"Image file '{path}' does not exist (listed by the dataset but missing on disk)") from None
+        raise BadSampleError(f"Image file '{path}' does not exist "
+                             f"(listed by the dataset but missing on disk)") from None
     except Exception as e:  # PIL raises OSError / UnidentifiedImageError / SyntaxError on corrupt data
         raise BadSampleError(
             f"Cannot decode image file '{path}' ({type(e).__name__}: {e}). The file is corrupt or truncated: "

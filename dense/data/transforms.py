@@ -36,7 +36,8 @@ def _size(sample: dict) -> tuple[int, int]:
 
 
 def _resize(sample: dict, h: int, w: int) -> dict:
-    return {k: TF.resize(v, [h, w], interpolation=InterpolationMode.BILINEAR, antialias=False) for k, v in sample.items()}
+    return {k: TF.resize(v, [h, w], interpolation=InterpolationMode.BILINEAR, antialias=False)
+            for k, v in sample.items()}
 
 
 class Compose:

@@ -77,7 +77,8 @@ class EvalHook(HookBase):
             for k, v in flat.items():
                 if not isinstance(v, (int, float)):
                     raise ValueError(f"Evaluation result '{k}' is {v!r}; evaluators must return numbers")
-            self.trainer.storage.put_scalars(**{k: v for k, v in flat.items() if not math.isnan(v)}, smoothing_hint=False)
+            self.trainer.storage.put_scalars(**{k: v for k, v in flat.items() if not math.isnan(v)},
+                                             smoothing_hint=False)
         comm.synchronize()
         self._last_eval_iter = self.trainer.iter
 

@@ -69,8 +69,9 @@ def _layer_rule(model: nn.Module):
     model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     backbone = getattr(model, "backbone", None)
     if not hasattr(backbone, "lr_layer_id"):
-        raise ConfigValueError(f"SOLVER.LAYER_DECAY.ENABLED = True: the backbone {type(backbone).__name__} has no layer "
-                               f"rule for layer-wise lr decay (ViTAdapter has one); set SOLVER.LAYER_DECAY.ENABLED False")
+        raise ConfigValueError(f"SOLVER.LAYER_DECAY.ENABLED = True: the backbone {type(backbone).__name__} has no "
+                               f"layer rule for layer-wise lr decay (ViTAdapter has one); "
+                               f"set SOLVER.LAYER_DECAY.ENABLED False")
     num_layers = backbone.num_lr_layers
 
     def layer_of(name: str) -> tuple[int, int]:
@@ -126,7 +127,8 @@ class WarmupParamScheduler(ParamScheduler):
 class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
     """lr of group g at iteration i = base_lr_g * multiplier(i / max_iter). Stepped once per iteration."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, multiplier: ParamScheduler, max_iter: int, last_iter: int = -1):
+    def __init__(self, optimizer: torch.optim.Optimizer, multiplier: ParamScheduler, max_iter: int,
+                 last_iter: int = -1):
         self._multiplier, self._max_iter = multiplier, max_iter
         super().__init__(optimizer, last_epoch=last_iter)
 
@@ -150,7 +152,8 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:
         sched = MultiStepParamScheduler([s.GAMMA**k for k in range(len(steps) + 1)], milestones=steps,
                                         num_updates=s.MAX_ITER)
     else:
-        raise ValueError(f"SOLVER.LR_SCHEDULER_NAME must be 'poly', 'cosine' or 'multistep', got '{s.LR_SCHEDULER_NAME}'")
+        raise ValueError(f"SOLVER.LR_SCHEDULER_NAME must be 'poly', 'cosine' or 'multistep', "
+                         f"got '{s.LR_SCHEDULER_NAME}'")
     if s.WARMUP_ITERS > 0:
         sched = WarmupParamScheduler(sched, s.WARMUP_FACTOR, min(s.WARMUP_ITERS / s.MAX_ITER, 1.0), s.WARMUP_METHOD)
     return LRMultiplier(optimizer, sched, s.MAX_ITER)

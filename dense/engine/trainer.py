@@ -84,7 +84,8 @@ class Trainer:
     @classmethod
     def build_model(cls, cfg) -> nn.Module:
         model = build_model(cfg)
-        logger.info(f"Model: {type(model).__name__}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+        logger.info(f"Model: {type(model).__name__}, "
+                    f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
         return model
 
     @classmethod
@@ -146,7 +147,8 @@ class Trainer:
         with EventStorage(self.start_iter) as self.storage:
             for h in self._hooks:
                 h.before_train()
-            for self.iter in range(self.start_iter, self.max_iter):
+            for it in range(self.start_iter, self.max_iter):
+                self.iter = it
                 self.storage.iter = self.iter
                 for h in self._hooks:
                     h.before_step()

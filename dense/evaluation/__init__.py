@@ -4,5 +4,5 @@ from .evaluator import (EVALUATOR_REGISTRY, DatasetEvaluator, DatasetEvaluators,
 from .panoptic import COCOPanopticEvaluator
 from .sem_seg import SemSegEvaluator
 
-__all__ = ["EVALUATOR_REGISTRY", "build_evaluator", "COCOEvaluator", "COCOPanopticEvaluator", "DatasetEvaluator", "DatasetEvaluators", "inference_context", "inference_on_dataset",
-           "SemSegEvaluator"]
+__all__ = ["EVALUATOR_REGISTRY", "build_evaluator", "COCOEvaluator", "COCOPanopticEvaluator", "DatasetEvaluator",
+           "DatasetEvaluators", "inference_context", "inference_on_dataset", "SemSegEvaluator"]

@@ -64,7 +64,8 @@ def _records_to_coco(records: list[dict], thing_classes: list[str]) -> dict:
                    "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": a.get("iscrowd", 0)}
             if "segmentation" in a:
                 seg = a["segmentation"]
-                rle = mask_util.merge(mask_util.frPyObjects(seg, r["height"], r["width"])) if isinstance(seg, list) else seg
+                rle = (mask_util.merge(mask_util.frPyObjects(seg, r["height"], r["width"])) if isinstance(seg, list)
+                       else seg)
                 ann["segmentation"], ann["area"] = seg, float(mask_util.area(rle))
             else:
                 ann["area"] = float((x1 - x0) * (y1 - y0))

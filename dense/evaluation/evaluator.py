@@ -23,7 +23,7 @@ Evaluators by the ``evaluator_type`` of a dataset's metadata ("sem_seg", "coco",
 """
 
 
-def build_evaluator(cfg, dataset_name: str) -> "DatasetEvaluator":
+def build_evaluator(cfg, dataset_name: str) -> DatasetEvaluator:
     """The evaluator for ``dataset_name``, chosen by its metadata's ``evaluator_type``."""
     from ..data.catalog import MetadataCatalog
 

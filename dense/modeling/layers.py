@@ -35,7 +35,8 @@ def get_norm(norm: str, channels: int) -> nn.Module | None:
         return nn.BatchNorm2d(channels)
     if norm == "SyncBN":
         # SyncBN only synchronises real multi-process CUDA runs; a single process gets plain BN math.
-        return nn.SyncBatchNorm(channels) if comm.get_world_size() > 1 and torch.cuda.is_available() else nn.BatchNorm2d(channels)
+        return (nn.SyncBatchNorm(channels) if comm.get_world_size() > 1 and torch.cuda.is_available()
+                else nn.BatchNorm2d(channels))
     if norm == "FrozenBN":
         return FrozenBatchNorm2d(channels)
     if norm == "GN":

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ class ImageList:
         h, w = self.image_sizes[idx]
         return self.tensor[idx, ..., :h, :w]
 
-    def to(self, *args, **kwargs) -> "ImageList":
+    def to(self, *args, **kwargs) -> ImageList:
         return ImageList(self.tensor.to(*args, **kwargs), self.image_sizes)
 
     @property
@@ -41,7 +41,7 @@ class ImageList:
     def from_tensors(
         tensors: Sequence[torch.Tensor], size_divisibility: int = 0, pad_value: float = 0.0,
         min_size: tuple[int, int] | None = None,
-    ) -> "ImageList":
+    ) -> ImageList:
         """Pad ``tensors`` ([..., h_i, w_i] each) to a common size that is a multiple of ``size_divisibility``
         and at least ``min_size`` (h, w), and stack them."""
         assert len(tensors) > 0, "ImageList.from_tensors needs at least one tensor"

@@ -59,13 +59,13 @@ class Instances:
     def get_fields(self) -> dict[str, Any]:
         return self._fields
 
-    def to(self, *args: Any, **kwargs: Any) -> "Instances":
+    def to(self, *args: Any, **kwargs: Any) -> Instances:
         out = Instances(self._image_size)
         for k, v in self._fields.items():
             out.set(k, v.to(*args, **kwargs) if hasattr(v, "to") else v)
         return out
 
-    def __getitem__(self, item) -> "Instances":
+    def __getitem__(self, item) -> Instances:
         if isinstance(item, int):
             if item >= len(self) or item < -len(self):
                 raise IndexError("Instances index out of range")
@@ -81,7 +81,7 @@ class Instances:
         return 0
 
     @staticmethod
-    def cat(instance_lists: list["Instances"]) -> "Instances":
+    def cat(instance_lists: list[Instances]) -> Instances:
         assert len(instance_lists) > 0
         image_size = instance_lists[0].image_size
         out = Instances(image_size)

@@ -49,7 +49,7 @@ def synchronize() -> None:
         dist.barrier()
 
 
-@functools.lru_cache()
+@functools.lru_cache
 def _object_group():
     """A gloo group for pickled-object collectives (NCCL cannot move CPU objects)."""
     if dist.get_backend() == "nccl":

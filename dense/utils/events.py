@@ -15,10 +15,10 @@ from fvcore.common.history_buffer import HistoryBuffer
 __all__ = ["EventStorage", "get_event_storage", "JSONWriter", "CommonMetricPrinter", "TensorboardWriter",
            "flatten_results_dict"]
 
-_CURRENT_STORAGE_STACK: list["EventStorage"] = []
+_CURRENT_STORAGE_STACK: list[EventStorage] = []
 
 
-def get_event_storage() -> "EventStorage":
+def get_event_storage() -> EventStorage:
     """The EventStorage of the running training loop (raises outside one)."""
     assert _CURRENT_STORAGE_STACK, "get_event_storage() must be called inside a training loop (EventStorage context)"
     return _CURRENT_STORAGE_STACK[-1]
@@ -70,7 +70,7 @@ class EventStorage:
     def iter(self, val: int) -> None:
         self._iter = int(val)
 
-    def __enter__(self) -> "EventStorage":
+    def __enter__(self) -> EventStorage:
         _CURRENT_STORAGE_STACK.append(self)
         return self
 
@@ -174,7 +174,8 @@ class CommonMetricPrinter:
         mem = ""
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             mem = f"max_mem: {torch.cuda.max_memory_allocated() / 1024 / 1024:.0f}M"
-        self.logger.info(f" {self._eta(storage)}  iter: {iteration + 1}/{self._max_iter}  {losses}  {time_s}{data_s}{lr}{mem}")
+        self.logger.info(f" {self._eta(storage)}  iter: {iteration + 1}/{self._max_iter}  {losses}  "
+                         f"{time_s}{data_s}{lr}{mem}")
 
     def close(self) -> None:
         pass

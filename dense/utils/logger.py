@@ -9,7 +9,7 @@ import sys
 __all__ = ["setup_logger"]
 
 
-@functools.lru_cache()
+@functools.lru_cache
 def setup_logger(output: str | None = None, distributed_rank: int = 0, name: str = "dense") -> logging.Logger:
     """Configure the ``name`` logger: INFO to stdout on rank 0, and to ``output/log.txt``
     (``log.txt.rank{N}`` on other ranks) when ``output`` is given. Idempotent per arguments."""

@@ -31,7 +31,8 @@ def _legend(height: int, entries: list[tuple[str, tuple[int, int, int]]], width:
 
 def _side_by_side(image: np.ndarray, panel: np.ndarray) -> np.ndarray:
     h = max(image.shape[0], panel.shape[0])
-    pad = lambda a: cv2.copyMakeBorder(a, 0, h - a.shape[0], 0, 0, cv2.BORDER_CONSTANT, value=(255, 255, 255))
+    def pad(a):
+        return cv2.copyMakeBorder(a, 0, h - a.shape[0], 0, 0, cv2.BORDER_CONSTANT, value=(255, 255, 255))
     return np.concatenate([pad(image), pad(panel)], axis=1)
 
 
@@ -64,7 +65,8 @@ def draw_instances(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, sc
     if masks is not None:
         for m, c in zip(masks, classes):
             m = m.astype(bool)
-            out[m] = (out[m].astype(np.float32) * (1 - alpha) + np.array(colors[c], np.float32) * alpha).astype(np.uint8)
+            out[m] = (out[m].astype(np.float32) * (1 - alpha)
+                      + np.array(colors[c], np.float32) * alpha).astype(np.uint8)
     for (x0, y0, x1, y1), c, s in zip(boxes.astype(int), classes, scores):
         color = tuple(int(v) for v in colors[c])
         cv2.rectangle(out, (x0, y0), (x1, y1), color, 2)
@@ -100,7 +102,8 @@ def draw_panoptic(image: np.ndarray, segment_ids: np.ndarray, segments_info: lis
         cv2.drawContours(out, contours, -1, (255, 255, 255), 1)
     for text, x, y in labels:
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
-        cv2.putText(out, text, (x - tw // 2, y + th // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(out, text, (x - tw // 2, y + th // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
+                    cv2.LINE_AA)
     present: dict[int, int] = {}
     for seg in segments_info:
         present[seg["category_id"]] = present.get(seg["category_id"], 0) + 1

@@ -45,8 +45,8 @@ class Toy(Backbone):
         super().__init__()
         if len(widths) != 4:
             raise ArgumentError("widths", "needs one width per level (4)")
-        self.stem = nn.Sequential(nn.Conv2d(3, stem_width, 3, 2, 1), nn.ReLU(), nn.Conv2d(stem_width, widths[0], 3, 2, 1),
-                                  nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(3, stem_width, 3, 2, 1), nn.ReLU(),
+                                  nn.Conv2d(stem_width, widths[0], 3, 2, 1), nn.ReLU())
         self.stages = nn.ModuleList(nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 3, 2, 1), nn.ReLU())
                                     for i in range(3))
         self._out_features = list(out_features)

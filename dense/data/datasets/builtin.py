@@ -83,7 +83,8 @@ SEM_SEG_DATASETS = {
 def _register() -> None:
     for name, (loader, classes, colors) in SEM_SEG_DATASETS.items():
         DatasetCatalog.register(name, loader)
-        MetadataCatalog.get(name).set(stuff_classes=list(classes), stuff_colors=[list(c) for c in colors or palette(len(classes))],
+        MetadataCatalog.get(name).set(stuff_classes=list(classes),
+                                      stuff_colors=[list(c) for c in colors or palette(len(classes))],
                                       ignore_label=255, evaluator_type="sem_seg")
 
 

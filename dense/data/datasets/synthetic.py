@@ -69,7 +69,8 @@ def _shape_mask(rng: np.random.Generator, cls: int, h: int, w: int) -> np.ndarra
         cv2.rectangle(mask, (cx - rw, cy - rh), (cx + rw, cy + rh), 1, -1)
     elif name == "triangle":
         a = rng.uniform(0, 2 * np.pi)
-        pts = [(cx + r * 1.3 * np.cos(a + k * 2 * np.pi / 3), cy + r * 1.3 * np.sin(a + k * 2 * np.pi / 3)) for k in range(3)]
+        pts = [(cx + r * 1.3 * np.cos(a + k * 2 * np.pi / 3), cy + r * 1.3 * np.sin(a + k * 2 * np.pi / 3))
+               for k in range(3)]
         cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
     else:  # cross
         t = max(2, r // 3)
@@ -93,7 +94,8 @@ def render(index: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple[in
     rng = np.random.default_rng(seed + index)
     h, w = (int(v) for v in rng.integers(96, 161, size=2))
     xs = np.arange(w)
-    horizon = h * rng.uniform(0.3, 0.7) + rng.uniform(2, 10) * np.sin(2 * np.pi * rng.uniform(0.5, 2) * xs / w + rng.uniform(0, 6.3))
+    horizon = (h * rng.uniform(0.3, 0.7)
+               + rng.uniform(2, 10) * np.sin(2 * np.pi * rng.uniform(0.5, 2) * xs / w + rng.uniform(0, 6.3)))
     stuff = (np.arange(h)[:, None] >= horizon[None, :]).astype(np.int64)
     img = np.where(stuff[..., None] == 0, _texture(rng, h, w, "sky"), _texture(rng, h, w, "ground"))
     label = stuff.astype(np.uint8).copy()
@@ -142,7 +144,7 @@ def _write_split(root: str, split: str, count: int, seed: int) -> None:
         images.append({"id": i + 1, "file_name": name + ".jpg", "height": h, "width": w})
         pan = np.zeros((h, w), np.int64)
         segments = []
-        for s, sname in enumerate(STUFF_CLASSES):
+        for s, _sname in enumerate(STUFF_CLASSES):
             region = (label == s)
             if region.any():
                 seg_id = 1 + s
@@ -255,7 +257,8 @@ def _register() -> None:
         MetadataCatalog.get(name).set(
             stuff_classes=CLASSES, stuff_colors=stuff_colors, thing_classes=THING_CLASSES,
             # panoptic json category id (class index + 1) -> contiguous id, as Detectron2's metadata
-            thing_dataset_id_to_contiguous_id={len(STUFF_CLASSES) + c + 1: len(STUFF_CLASSES) + c for c in range(len(THING_CLASSES))},
+            thing_dataset_id_to_contiguous_id={len(STUFF_CLASSES) + c + 1: len(STUFF_CLASSES) + c
+                                               for c in range(len(THING_CLASSES))},
             ignore_label=255, evaluator_type="coco_panoptic_seg")
 
 

@@ -6,4 +6,5 @@ from .dsan import DSAN
 from .resnet import ResNet
 from .vit_adapter import ViTAdapter
 
-__all__ = ["Backbone", "ShapeSpec", "BACKBONE_REGISTRY", "build_backbone", "DAT", "DaViT", "DSAN", "ResNet", "ViTAdapter"]
+__all__ = ["Backbone", "ShapeSpec", "BACKBONE_REGISTRY", "build_backbone", "DAT", "DaViT", "DSAN", "ResNet",
+           "ViTAdapter"]

@@ -45,15 +45,18 @@ __all__ = ["DAT", "DATDesign", "DAT_VERSIONS", "DeformableAttention", "WindowAtt
 def add_dat_config(cfg: CN) -> None:
     """MODEL.DAT: the keyword arguments of :class:`DAT` (defaults: DAT-T++)."""
     cfg.MODEL.DAT = d = CN()
-    d.VERSION = "pp"  # preset of DATDesign: "pp" = DAT++ (conv stem, LPU, conv MLP); "v1" = CVPR-2022 DAT (4x4 stem, plain MLP, v1 D-attn)
+    d.VERSION = "pp"  # preset of DATDesign: "pp" = DAT++ (conv stem, LPU, conv MLP); "v1" = CVPR-2022 DAT (4x4 stem,
+    #                   plain MLP, v1 D-attn)
     d.WINDOW_SIZE = 7  # window of the Swin "L" / shifted "S" blocks (original DAT: 7 at 224, 12 at 384)
     d.DIMS = [64, 128, 256, 512]  # channels of the four stages (each twice the last; the stem gives DIMS[0])
     d.HEADS = [2, 4, 8, 16]  # attention heads per stage (head dim 32)
     d.GROUPS = [1, 2, 4, 8]  # offset groups of the deformable ("D") blocks per stage
-    d.STAGE_SPEC = ["ND", "NDND", "NDNDNDNDNDNDNDNDND", "DD"]  # blocks per stage: N = neighbourhood, D = deformable, L / S = (shifted) window
+    d.STAGE_SPEC = ["ND", "NDND", "NDNDNDNDNDNDNDNDND", "DD"]  # blocks per stage: N = neighbourhood, D = deformable,
+    #                                                            L / S = (shifted) window
     d.STRIDES = [8, 4, 2, 1]  # offset-network stride per stage (sampled keys ~ image / 32)
     d.KSIZES = [9, 7, 5, 3]  # offset-network depthwise kernel per stage
-    d.OFFSET_RANGE_FACTOR = [-1, -1, -1, -1]  # < 0: raw offsets, position clamped (DAT++) / tanh-ed (v1); > 0: tanh(offset) * factor / (Hk-1) (DAT++) or / Hk (v1)
+    d.OFFSET_RANGE_FACTOR = [-1, -1, -1, -1]  # < 0: raw offsets, position clamped (DAT++) / tanh-ed (v1);
+    #                                           > 0: tanh(offset) * factor / (Hk-1) (DAT++) or / Hk (v1)
     d.NAT_KERNEL_SIZE = 7  # window of the neighbourhood-attention blocks
     d.EXPANSION = 4  # MLP expansion ratio
     d.IMG_SIZE = 224  # pretraining resolution; sets the position-bias table sizes
@@ -69,11 +72,15 @@ class DATDesign:
     """The behaviours that tell the original DAT (CVPR 2022) and DAT++ apart, as named switches; DAT_VERSIONS holds
     the two presets MODEL.DAT.VERSION names."""
 
-    overlapping_embed: bool  # stem two 3x3 s2 convs, down projections 3x3 s2 (DAT++); else 4x4 s4 / 2x2 s2 patch convs with Swin's padding to the stride
+    overlapping_embed: bool  # stem two 3x3 s2 convs, down projections 3x3 s2 (DAT++); else 4x4 s4 / 2x2 s2 patch
+    #                          convs with Swin's padding to the stride
     local_perception: bool  # a 3x3 depthwise residual (LPU) before every block (DAT++)
     conv_mlp: bool  # MLP with a depthwise 3x3 residual in the hidden layer (DAT++); else a plain two-Linear MLP
-    centred_sampling: bool  # D-attention: key reference points and query grid at cell centres over n, offsets / Hk, positions tanh-ed (v1); else DAT++'s grid over n - 1, offsets / (Hk - 1), positions clamped
-    resized_rpe: bool  # D-attention bias table viewed at (2H-1, 2W-1) and resized bicubically at other sizes (v1); else sampled in normalised coordinates
+    centred_sampling: bool  # D-attention: key reference points and query grid at cell centres over n, offsets / Hk,
+    #                         positions tanh-ed (v1); else DAT++'s grid over n - 1, offsets / (Hk - 1), positions
+    #                         clamped
+    resized_rpe: bool  # D-attention bias table viewed at (2H-1, 2W-1) and resized bicubically at other sizes (v1);
+    #                    else sampled in normalised coordinates
 
 
 DAT_VERSIONS = {
@@ -396,14 +403,15 @@ class DAT(Backbone):
         )
         names = ["res2", "res3", "res4", "res5"]
         # a level that is not returned has no norm, as upstream (RetinaNet checkpoints lack backbone.norms.0)
-        self.norms = nn.ModuleList(LayerNormProxy(d) if n in out_features else nn.Identity() for n, d in zip(names, dims))
+        self.norms = nn.ModuleList(LayerNormProxy(d) if n in out_features else nn.Identity()
+                                   for n, d in zip(names, dims))
         self._out_features = list(out_features)
         self._out_feature_channels = dict(zip(names, dims))
         self._out_feature_strides = {n: 4 * 2**i for i, n in enumerate(names)}
         self.use_checkpoint = use_checkpoint
 
     @classmethod
-    def from_config(cls, cfg, input_shape) -> "DAT":
+    def from_config(cls, cfg, input_shape) -> DAT:
         return build_from_node(cls, cfg, "MODEL.DAT", out_features="MODEL.BACKBONE.OUT_FEATURES")
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

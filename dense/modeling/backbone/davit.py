@@ -90,7 +90,7 @@ class DaViT(Backbone):
             sub.drop_path2 = DropPath(p) if p > 0 else torch.nn.Identity()
 
     @classmethod
-    def from_config(cls, cfg, input_shape) -> "DaViT":
+    def from_config(cls, cfg, input_shape) -> DaViT:
         return build_from_node(cls, cfg, "MODEL.DAVIT", out_features="MODEL.BACKBONE.OUT_FEATURES")
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -157,7 +157,7 @@ class Block(nn.Module):
         return x + self.drop_path(self.layer_scale_2[:, None, None] * self.mlp(self.norm2(x)))
 
 
-def _groups_hint(mismatched: list[tuple[str, tuple, tuple]], backbone: "DSAN") -> str:
+def _groups_hint(mismatched: list[tuple[str, tuple, tuple]], backbone: DSAN) -> str:
     """Why a checkpoint's tensors do not fit, when it is the DSCN offset groups: the MODEL.DSAN.GROUPS that the
     checkpoint's offset layers imply (``mismatched``: (key, checkpoint shape, model shape)), else ""."""
     if not mismatched or not all(_OFFSET_KEY.search(k) for k, _, _ in mismatched):
@@ -168,7 +168,8 @@ def _groups_hint(mismatched: list[tuple[str, tuple, tuple]], backbone: "DSAN") -
     if not implied:
         return ""
     fix = [implied.get(i, g) for i, g in enumerate(groups)]
-    stages = ", ".join(f"stage {i + 1}: {g} groups x {kernel_sizes[i]} kernel points" for i, g in sorted(implied.items()))
+    stages = ", ".join(f"stage {i + 1}: {g} groups x {kernel_sizes[i]} kernel points"
+                       for i, g in sorted(implied.items()))
     return (f"These are DSCN offset layers of other offset groups ({stages}; MODEL.DSAN.GROUPS is {groups}): set "
             f"MODEL.DSAN.GROUPS {fix} to load the checkpoint. MODEL.WEIGHTS_SKIP_MISMATCH instead leaves them at "
             f"initialisation, as upstream's ham_dsan_s_ade20k_160k.py did with the 4-group ImageNet S weights.")
@@ -257,7 +258,7 @@ class DSAN(Backbone):
             nn.init.zeros_(m.bias)
 
     @classmethod
-    def from_config(cls, cfg, input_shape) -> "DSAN":
+    def from_config(cls, cfg, input_shape) -> DSAN:
         return build_from_node(cls, cfg, "MODEL.DSAN", out_features="MODEL.BACKBONE.OUT_FEATURES")
 
     def _stage(self, i: int, x: torch.Tensor) -> torch.Tensor:

@@ -87,7 +87,7 @@ class ResNet(Backbone):
         self._freeze(freeze_at)
 
     @classmethod
-    def from_config(cls, cfg, input_shape) -> "ResNet":
+    def from_config(cls, cfg, input_shape) -> ResNet:
         return build_from_node(cls, cfg, "MODEL.RESNETS", out_features="MODEL.BACKBONE.OUT_FEATURES",
                                freeze_at="MODEL.BACKBONE.FREEZE_AT")
 

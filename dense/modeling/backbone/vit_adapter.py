@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -99,7 +99,7 @@ def vit_layer_id(name: str, num_layers: int) -> int:
     return num_layers + 1
 
 
-def _from_released(state_dict: dict, backbone: "ViTAdapter") -> tuple[dict, dict]:
+def _from_released(state_dict: dict, backbone: ViTAdapter) -> tuple[dict, dict]:
     """Released ImageNet / mmseg / mmdet keys (no prefix) -> the backbone's: a shared BEiT ``rel_pos_bias`` table
     is copied to every block, ``relative_position_index`` buffers are dropped (the model computes them for each
     input size), tables of another size are resized to the model's as upstream's loader does (geometric-progression
@@ -553,7 +553,7 @@ class ViTAdapter(Backbone):
         nn.init.normal_(self.level_embed)
 
     @classmethod
-    def from_config(cls, cfg, input_shape) -> "ViTAdapter":
+    def from_config(cls, cfg, input_shape) -> ViTAdapter:
         return build_from_node(cls, cfg, "MODEL.VIT_ADAPTER", out_features="MODEL.BACKBONE.OUT_FEATURES")
 
     @property

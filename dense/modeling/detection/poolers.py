@@ -32,7 +32,8 @@ class ROIPooler(nn.Module):
         if pooler_type not in POOLER_TYPES:
             raise ValueError(f"POOLER_TYPE must be one of {sorted(POOLER_TYPES)}, got '{pooler_type}'")
         self.output_size, self.scales = int(output_size), [float(s) for s in scales]
-        self.sampling_ratio, self.aligned, self.finest_scale = int(sampling_ratio), POOLER_TYPES[pooler_type], finest_scale
+        self.sampling_ratio, self.aligned, self.finest_scale = (int(sampling_ratio), POOLER_TYPES[pooler_type],
+                                                                finest_scale)
 
     def levels(self, boxes: torch.Tensor) -> torch.Tensor:
         """Level index [R] (0 = the first pooled level) of boxes [R, 4]."""

@@ -19,13 +19,13 @@ A head maps a feature dict to class logits [N, K, H/s, W/s] and computes its los
 """
 
 
-def build_sem_seg_head(cfg, input_shape: dict[str, ShapeSpec]) -> "DecodeHead":
+def build_sem_seg_head(cfg, input_shape: dict[str, ShapeSpec]) -> DecodeHead:
     """The decode head named by MODEL.SEM_SEG_HEAD.NAME."""
     return build_from_registry(SEM_SEG_HEAD_REGISTRY, cfg.MODEL.SEM_SEG_HEAD.NAME, "MODEL.SEM_SEG_HEAD.NAME",
                                cfg, input_shape)
 
 
-def build_aux_head(cfg, input_shape: dict[str, ShapeSpec]) -> "DecodeHead | None":
+def build_aux_head(cfg, input_shape: dict[str, ShapeSpec]) -> DecodeHead | None:
     """The auxiliary head named by MODEL.AUX_HEAD.NAME (configured by the MODEL.AUX_HEAD node), or None."""
     if not cfg.MODEL.AUX_HEAD.NAME:
         return None

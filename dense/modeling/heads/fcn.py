@@ -26,10 +26,11 @@ class FCNHead(DecodeHead):
         pad = kernel_size // 2
         self.convs = nn.Sequential(*(ConvNormAct(c_in if i == 0 else channels, channels, kernel_size, padding=pad,
                                                  norm=norm) for i in range(num_convs)))
-        self.conv_cat = ConvNormAct(c_in + channels, channels, kernel_size, padding=pad, norm=norm) if concat_input else None
+        self.conv_cat = (ConvNormAct(c_in + channels, channels, kernel_size, padding=pad, norm=norm) if concat_input
+                         else None)
 
     @classmethod
-    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec], node=None) -> "FCNHead":
+    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec], node=None) -> FCNHead:
         node = node or cfg.MODEL.SEM_SEG_HEAD
         return cls(input_shape, num_convs=node.NUM_CONVS, kernel_size=3, concat_input=node.CONCAT_INPUT,
                    **head_config(cfg, node))

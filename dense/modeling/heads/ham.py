@@ -84,7 +84,7 @@ class LightHamHead(DecodeHead):
         self.align = ConvNormAct(ham_channels, channels, 1, norm=norm)
 
     @classmethod
-    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec], node=None) -> "LightHamHead":
+    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec], node=None) -> LightHamHead:
         node = node or cfg.MODEL.SEM_SEG_HEAD
         h = cfg.MODEL.SEM_SEG_HEAD.HAM
         nmf = NMF2D(rank=h.RANK, train_steps=h.TRAIN_STEPS, eval_steps=h.EVAL_STEPS, eval_seed=h.EVAL_SEED)

@@ -55,7 +55,7 @@ class RetinaHead(nn.Module):
         self.nms_thresh, self.detections_per_image = nms_thresh, detections_per_image
 
     @classmethod
-    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> "RetinaHead":
+    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> RetinaHead:
         r = cfg.MODEL.RETINANET
         channels = shared_channels(input_shape, r.IN_FEATURES, "MODEL.RETINANET.IN_FEATURES")
         strides = [input_shape[f].stride for f in r.IN_FEATURES]

@@ -47,7 +47,7 @@ class StandardROIHeads(nn.Module):
         self.score_thresh, self.nms_thresh, self.detections_per_image = score_thresh, nms_thresh, detections_per_image
 
     @classmethod
-    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> "StandardROIHeads":
+    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> StandardROIHeads:
         r, b, m = cfg.MODEL.ROI_HEADS, cfg.MODEL.ROI_BOX_HEAD, cfg.MODEL.ROI_MASK_HEAD
         channels = shared_channels(input_shape, r.IN_FEATURES, "MODEL.ROI_HEADS.IN_FEATURES")
         scales = [1.0 / input_shape[f].stride for f in r.IN_FEATURES]

@@ -30,8 +30,9 @@ class RPNHead(nn.Module):
 
     def __init__(self, *, in_features: list[str], in_channels: int, anchor_generator: AnchorGenerator,
                  matcher: MaxIoUMatcher, box_coder: BoxCoder, batch_size_per_image: int = 256,
-                 positive_fraction: float = 0.5, smooth_l1_beta: float = 0.0, pre_nms_topk: tuple[int, int] = (2000, 1000),
-                 post_nms_topk: tuple[int, int] = (1000, 1000), nms_thresh: float = 0.7, min_size: float = 0.0):
+                 positive_fraction: float = 0.5, smooth_l1_beta: float = 0.0,
+                 pre_nms_topk: tuple[int, int] = (2000, 1000), post_nms_topk: tuple[int, int] = (1000, 1000),
+                 nms_thresh: float = 0.7, min_size: float = 0.0):
         super().__init__()
         num_anchors = anchor_generator.num_anchors
         self.rpn_conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
@@ -49,11 +50,12 @@ class RPNHead(nn.Module):
         self.nms_thresh, self.min_size = nms_thresh, min_size
 
     @classmethod
-    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> "RPNHead":
+    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> RPNHead:
         r = cfg.MODEL.RPN
         channels = shared_channels(input_shape, r.IN_FEATURES, "MODEL.RPN.IN_FEATURES")
         strides = [input_shape[f].stride for f in r.IN_FEATURES]
-        return cls(in_features=r.IN_FEATURES, in_channels=channels, anchor_generator=build_anchor_generator(cfg, strides),
+        return cls(in_features=r.IN_FEATURES, in_channels=channels,
+                   anchor_generator=build_anchor_generator(cfg, strides),
                    matcher=MaxIoUMatcher(*r.IOU_THRESHOLDS, min_pos_iou=r.MIN_POS_IOU),
                    box_coder=BoxCoder(tuple(r.BBOX_REG_WEIGHTS)), batch_size_per_image=r.BATCH_SIZE_PER_IMAGE,
                    positive_fraction=r.POSITIVE_FRACTION, smooth_l1_beta=r.SMOOTH_L1_BETA,

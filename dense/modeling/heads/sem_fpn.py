@@ -37,7 +37,7 @@ class FPNHead(DecodeHead):
             self.scale_heads.append(nn.Sequential(*layers))
 
     @classmethod
-    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec], node=None) -> "FPNHead":
+    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec], node=None) -> FPNHead:
         return cls(input_shape, **head_config(cfg, node or cfg.MODEL.SEM_SEG_HEAD))
 
     def layers(self, features: list[torch.Tensor]) -> torch.Tensor:

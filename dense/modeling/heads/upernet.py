@@ -41,11 +41,12 @@ class UPerHead(DecodeHead):
         self.psp_modules = PPM(tuple(pool_scales), in_channels[-1], channels, norm, self.align_corners)
         self.bottleneck = ConvNormAct(in_channels[-1] + len(pool_scales) * channels, channels, 3, padding=1, norm=norm)
         self.lateral_convs = nn.ModuleList(ConvNormAct(c, channels, 1, norm=norm) for c in in_channels[:-1])
-        self.fpn_convs = nn.ModuleList(ConvNormAct(channels, channels, 3, padding=1, norm=norm) for _ in in_channels[:-1])
+        self.fpn_convs = nn.ModuleList(ConvNormAct(channels, channels, 3, padding=1, norm=norm)
+                                       for _ in in_channels[:-1])
         self.fpn_bottleneck = ConvNormAct(len(in_channels) * channels, channels, 3, padding=1, norm=norm)
 
     @classmethod
-    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec], node=None) -> "UPerHead":
+    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec], node=None) -> UPerHead:
         node = node or cfg.MODEL.SEM_SEG_HEAD
         return cls(input_shape, pool_scales=tuple(cfg.MODEL.SEM_SEG_HEAD.POOL_SCALES), **head_config(cfg, node))
 

@@ -85,5 +85,6 @@ class Detector(PixelNormalizer):
         out = []
         for r, x in zip(results, batched_inputs):
             h, w = x["image"].shape[-2:]
-            out.append({"instances": detector_postprocess(r, x.get("height", h), x.get("width", w), self.mask_threshold)})
+            out.append({"instances": detector_postprocess(r, x.get("height", h), x.get("width", w),
+                                                          self.mask_threshold)})
         return out

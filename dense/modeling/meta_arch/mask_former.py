@@ -63,7 +63,7 @@ class MaskFormer(SemanticSegmentor):
         self.semantic_upsample, self.mask_chunk, self.pad_to_size = semantic_upsample, mask_chunk, pad_to_size
 
     @classmethod
-    def from_config(cls, cfg) -> "MaskFormer":
+    def from_config(cls, cfg) -> MaskFormer:
         if cfg.MODEL.NECK.NAME:
             raise ValueError(f"MaskFormer reads the backbone's features directly (its pixel decoder is the neck): set "
                              f"MODEL.NECK.NAME '' (now '{cfg.MODEL.NECK.NAME}')")
@@ -95,8 +95,8 @@ class MaskFormer(SemanticSegmentor):
     # ------------------------------------------------------------------------------------ training
     def losses(self, batched_inputs: list[dict]) -> dict[str, torch.Tensor]:
         if "instances" not in batched_inputs[0]:
-            raise ValueError("MaskFormer trains on one mask per segment ('instances' with gt_classes and gt_masks): set "
-                             "INPUT.DATASET_MAPPER_NAME to mask_former_semantic, mask_former_instance, "
+            raise ValueError("MaskFormer trains on one mask per segment ('instances' with gt_classes and gt_masks): "
+                             "set INPUT.DATASET_MAPPER_NAME to mask_former_semantic, mask_former_instance, "
                              "mask_former_panoptic, coco_instance_lsj or coco_panoptic_lsj")
         images = ImageList.from_tensors([self.normalize(x["image"]) for x in batched_inputs], self.size_divisibility,
                                         min_size=self.train_min_size)

@@ -114,7 +114,7 @@ def instance_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor, to
     """The ``topk`` best (query, class) pairs over all Q x K: mask = logit > 0, score = class probability x mean
     mask probability inside the mask, box = the mask's tight box. With ``thing_ids`` (panoptic models) only
     thing classes are kept. class_logits [Q, K + 1], mask_logits [Q, H, W]."""
-    q, k = class_logits.shape[0], class_logits.shape[1] - 1
+    k = class_logits.shape[1] - 1
     probs = class_logits.float().softmax(-1)[:, :-1].flatten()
     scores, idx = probs.topk(min(topk, probs.numel()), sorted=False)
     labels, queries = idx % k, torch.div(idx, k, rounding_mode="floor")

@@ -29,7 +29,7 @@ class GeneralizedRCNN(Detector):
         self.rpn_head, self.roi_head = rpn_head, roi_head
 
     @classmethod
-    def from_config(cls, cfg) -> "GeneralizedRCNN":
+    def from_config(cls, cfg) -> GeneralizedRCNN:
         backbone, neck = cls.build_backbone_and_neck(cfg)
         shapes = neck.output_shape()
         return cls(backbone=backbone, neck=neck, rpn_head=RPNHead.from_config(cfg, shapes),

@@ -27,7 +27,7 @@ class RetinaNet(Detector):
         self.bbox_head = bbox_head
 
     @classmethod
-    def from_config(cls, cfg) -> "RetinaNet":
+    def from_config(cls, cfg) -> RetinaNet:
         backbone, neck = cls.build_backbone_and_neck(cfg)
         return cls(backbone=backbone, neck=neck, bbox_head=RetinaHead.from_config(cfg, neck.output_shape()),
                    pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD,

@@ -66,7 +66,7 @@ class SemanticSegmentor(PixelNormalizer):
         self.aug_ratios, self.aug_flip = tuple(aug_ratios), aug_flip
 
     @classmethod
-    def from_config(cls, cfg) -> "SemanticSegmentor":
+    def from_config(cls, cfg) -> SemanticSegmentor:
         backbone = build_backbone(cfg)
         neck = build_neck(cfg, backbone.output_shape())
         head_input = neck.output_shape() if neck is not None else backbone.output_shape()

@@ -46,14 +46,16 @@ class FPN(nn.Module):
         n_in = len(self.in_features)
         if num_outs < n_in:
             raise ValueError(f"MODEL.FPN.NUM_OUTS ({num_outs}) must be >= the number of used inputs ({n_in})")
-        self.lateral_convs = nn.ModuleList(ConvNormAct(c, out_channels, 1, norm=norm, activation=False) for c in in_channels)
+        self.lateral_convs = nn.ModuleList(ConvNormAct(c, out_channels, 1, norm=norm, activation=False)
+                                           for c in in_channels)
         self.fpn_convs = nn.ModuleList(
             ConvNormAct(out_channels, out_channels, 3, padding=1, norm=norm, activation=False) for _ in in_channels
         )
         if add_extra_convs:
             for i in range(num_outs - n_in):
                 c_in = in_channels[-1] if (i == 0 and add_extra_convs == "on_input") else out_channels
-                self.fpn_convs.append(ConvNormAct(c_in, out_channels, 3, stride=2, padding=1, norm=norm, activation=False))
+                self.fpn_convs.append(ConvNormAct(c_in, out_channels, 3, stride=2, padding=1, norm=norm,
+                                                  activation=False))
         self._out_features = []
         self._out_shapes = {}
         for i in range(num_outs):
@@ -63,7 +65,7 @@ class FPN(nn.Module):
             self._out_shapes[name] = ShapeSpec(channels=out_channels, stride=stride)
 
     @classmethod
-    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> "FPN":
+    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> FPN:
         f = cfg.MODEL.FPN
         return cls(input_shape, in_features=f.IN_FEATURES, out_channels=f.OUT_CHANNELS, num_outs=f.NUM_OUTS,
                    start_level=f.START_LEVEL, add_extra_convs=f.ADD_EXTRA_CONVS, norm=f.NORM)
@@ -75,7 +77,8 @@ class FPN(nn.Module):
         inputs = [features[f] for f in self.in_features]
         laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs)]
         for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest")
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[-2:],
+                                                              mode="nearest")
         outs = [self.fpn_convs[i](laterals[i]) for i in range(len(laterals))]
         n_in = len(laterals)
         if self.num_outs > n_in:
@@ -83,7 +86,8 @@ class FPN(nn.Module):
                 for _ in range(self.num_outs - n_in):
                     outs.append(F.max_pool2d(outs[-1], 1, stride=2))
             else:
-                source = {"on_input": inputs[-1], "on_lateral": laterals[-1], "on_output": outs[-1]}[self.add_extra_convs]
+                source = {"on_input": inputs[-1], "on_lateral": laterals[-1],
+                          "on_output": outs[-1]}[self.add_extra_convs]
                 outs.append(self.fpn_convs[n_in](source))
                 for i in range(n_in + 1, self.num_outs):
                     x = F.relu(outs[-1]) if self.relu_before_extra_convs else outs[-1]

@@ -69,7 +69,7 @@ class Mask2FormerHead(nn.Module):
                 nn.init.xavier_normal_(p)
 
     @classmethod
-    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> "Mask2FormerHead":
+    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> Mask2FormerHead:
         head, mf = cfg.MODEL.SEM_SEG_HEAD, cfg.MODEL.MASK_FORMER
         in_features = list(head.IN_FEATURES)
         missing = [f for f in in_features if f not in input_shape]
@@ -91,7 +91,8 @@ class Mask2FormerHead(nn.Module):
                    encoder_feedforward=head.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD, norm=head.NORM,
                    hidden_dim=mf.HIDDEN_DIM, num_queries=mf.NUM_OBJECT_QUERIES, num_heads=mf.NHEADS,
                    feedforward=mf.DIM_FEEDFORWARD, num_layers=mf.DEC_LAYERS - 1, dropout=mf.DROPOUT,
-                   enforce_input_proj=mf.ENFORCE_INPUT_PROJ, use_checkpoint=mf.USE_CHECKPOINT, ignore_value=head.IGNORE_VALUE)
+                   enforce_input_proj=mf.ENFORCE_INPUT_PROJ, use_checkpoint=mf.USE_CHECKPOINT,
+                   ignore_value=head.IGNORE_VALUE)
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict:
         mask_features, levels = self.pixel_decoder([features[f] for f in self.in_features])

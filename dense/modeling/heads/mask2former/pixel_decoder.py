@@ -66,7 +66,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
     def __init__(self, in_channels: list[int], feat_channels: int = 256, out_channels: int = 256,
                  num_encoder_levels: int = 3, num_layers: int = 6, num_heads: int = 8, num_points: int = 4,
-                 feedforward_channels: int = 1024, dropout: float = 0.0, norm: str = "GN", use_checkpoint: bool = False):
+                 feedforward_channels: int = 1024, dropout: float = 0.0, norm: str = "GN",
+                 use_checkpoint: bool = False):
         super().__init__()
         if not 1 <= num_encoder_levels <= len(in_channels):
             raise ValueError(f"The deformable encoder needs 1..{len(in_channels)} levels, got {num_encoder_levels}")
