@@ -76,3 +76,13 @@ def test_mmseg_key_layout_of_semantic_fpn(tiny_cfg):
               "sem_seg_head.scale_heads.3.4.conv.weight", "sem_seg_head.conv_seg.weight"]:
         assert k in keys, k
     assert "sem_seg_head.scale_heads.0.0.conv.bias" not in keys  # ConvModule: no bias before a norm
+
+
+def test_fpn_errors_name_the_key(tiny_cfg):
+    tiny_cfg.MODEL.FPN.IN_FEATURES = ["res2", "res6"]
+    with pytest.raises(ValueError, match=r"^MODEL.FPN.IN_FEATURES = \['res2', 'res6'\]: \['res6'\] are not produced"):
+        build_model(tiny_cfg)
+    tiny_cfg.MODEL.FPN.IN_FEATURES, tiny_cfg.MODEL.FPN.NUM_OUTS = ["res2", "res3", "res4", "res5"], 3
+    with pytest.raises(ValueError, match=r"^MODEL.FPN.NUM_OUTS = 3: must be >= the number of used inputs \(4: "
+                                         r"MODEL.FPN.IN_FEATURES from MODEL.FPN.START_LEVEL\)"):
+        build_model(tiny_cfg)

@@ -2,6 +2,7 @@
 ``fpn_convs.i.conv``), so the necks of released mmseg/mmdet checkpoints load unchanged."""
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from ..backbone.backbone import ShapeSpec
 from ..layers import ConvNormAct
+from ..registry_utils import ArgumentError, build_from_node
 from .build import NECK_REGISTRY
 
 __all__ = ["FPN"]
@@ -31,12 +33,11 @@ class FPN(nn.Module):
                  relu_before_extra_convs: bool = False):
         super().__init__()
         if add_extra_convs not in ("", "on_input", "on_lateral", "on_output"):
-            raise ValueError(f"MODEL.FPN.ADD_EXTRA_CONVS must be '', 'on_input', 'on_lateral' or 'on_output', "
-                             f"got '{add_extra_convs}'")
+            raise ArgumentError("add_extra_convs", "must be '', 'on_input', 'on_lateral' or 'on_output'")
         missing = [f for f in in_features if f not in input_shape]
         if missing:
-            raise ValueError(f"MODEL.FPN.IN_FEATURES {missing} are not produced by the backbone "
-                             f"(it provides {list(input_shape)})")
+            raise ArgumentError("in_features", f"{missing} are not produced by the backbone (it provides "
+                                               f"{list(input_shape)})")
         self.in_features = list(in_features)[start_level:]
         in_channels = [input_shape[f].channels for f in self.in_features]
         strides = [input_shape[f].stride for f in self.in_features]
@@ -45,7 +46,8 @@ class FPN(nn.Module):
         self.relu_before_extra_convs = relu_before_extra_convs
         n_in = len(self.in_features)
         if num_outs < n_in:
-            raise ValueError(f"MODEL.FPN.NUM_OUTS ({num_outs}) must be >= the number of used inputs ({n_in})")
+            raise ArgumentError("num_outs", f"must be >= the number of used inputs ({n_in}: `in_features` from "
+                                            f"`start_level`)")
         self.lateral_convs = nn.ModuleList(ConvNormAct(c, out_channels, 1, norm=norm, activation=False)
                                            for c in in_channels)
         self.fpn_convs = nn.ModuleList(
@@ -66,9 +68,7 @@ class FPN(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> FPN:
-        f = cfg.MODEL.FPN
-        return cls(input_shape, in_features=f.IN_FEATURES, out_channels=f.OUT_CHANNELS, num_outs=f.NUM_OUTS,
-                   start_level=f.START_LEVEL, add_extra_convs=f.ADD_EXTRA_CONVS, norm=f.NORM)
+        return build_from_node(functools.partial(cls, input_shape), cfg, "MODEL.FPN")
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return dict(self._out_shapes)
