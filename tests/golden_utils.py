@@ -5,7 +5,7 @@ import torch
 
 from dense.checkpoint import DenseCheckpointer
 from dense.config import get_cfg
-from dense.modeling import build_model
+from dense.modeling import build_backbone, build_model
 
 from conftest import REPO
 from shared_data import golden_tools, shared_file
@@ -54,3 +54,39 @@ def load_released(model, path: str, expected_keys: set):
 def assert_matches(outputs: dict, g: dict, atol_key="atol", rtol_key="rtol", expected_key="outputs"):
     problems = golden_tools().compare(outputs, g[expected_key], g[atol_key], g[rtol_key])
     assert problems == [], problems
+
+
+def backbone_config(config: str, opts=()):
+    """The config of configs/backbones/<config> (+ overrides)."""
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "backbones", config))
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def param_count(config: str) -> int:
+    """Parameters of the backbone of configs/backbones/<config> (built on the meta device)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_backbone(backbone_config(config)).parameters())
+
+
+def classification_gflops(config: str, size: int, classifier_in: int) -> float:
+    """GFLOPs of the classification form at size x size: this backbone + a 1000-way linear classifier on
+    ``classifier_in`` features (the dense form's output norms instead of the classifier's single norm change the
+    count by < 0.1%). One multiply-add = one flop; grid_sample, softmax and GELU are not counted, as in the papers'
+    fvcore counts."""
+    from dense.utils.analysis import flop_count
+
+    backbone = build_backbone(backbone_config(config)).eval()
+    with torch.no_grad():
+        flops, _ = flop_count(backbone, (torch.zeros(1, 3, size, size),))
+    return (flops + classifier_in * 1000) / 1e9
+
+
+def classification_checkpoint(table: dict, path, extra: dict) -> dict:
+    """Write stand-in weights of a released ImageNet file's key table (``table``: keys, wrapper, prefix) with the
+    file's other entries ``extra``; return the state dict."""
+    sd = stand_in_weights({k: tuple(v) for k, v in table["keys"].items()}, 3)
+    sd = {k[len(table.get("prefix", "")):]: v for k, v in sd.items()}
+    torch.save({table["wrapper"]: sd, **extra} if table["wrapper"] else sd, path)
+    return sd

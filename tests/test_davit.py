@@ -1,17 +1,12 @@
 """DaViT: golden parity through released-checkpoint loading, parameter counts and FLOPs against the official code and
 the paper, official and timm ImageNet files. (The Backbone contract: tests/test_backbone_contract.py.)"""
 import json
-import os
 
 import pytest
 import torch
 
-from dense.config import get_cfg
-from dense.modeling import build_backbone
-
-from conftest import REPO
-from golden_utils import (assert_matches, load_golden, load_released, model_from_config, released_checkpoint,
-                          stand_in_weights)
+from golden_utils import (assert_matches, classification_checkpoint, classification_gflops, load_golden, load_released,
+                          model_from_config, param_count, released_checkpoint)
 from shared_data import shared_file
 
 HEAD_CFG = "configs/Base-SemanticFPN.yaml"
@@ -27,41 +22,19 @@ def test_davit_tiny_golden(tmp_path):
     assert_matches(out, g)
 
 
-def _count(config):
-    cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(REPO, "configs", "backbones", config))
-    return sum(p.numel() for p in build_backbone(cfg).parameters())
-
-
 @pytest.mark.parametrize("variant,expected", [("tiny", 27_592_512), ("small", 48_978_240), ("base", 86_931_200)])
 def test_davit_param_counts(variant, expected):
     """Official dense backbones (dingmyu/davit mmdet/mmseg DaViT, incl. norm0..3), as counted from the
     upstream code in shared/golden/keys/davit_keys.json."""
-    assert _count(f"davit_{variant}.yaml") == expected
+    assert param_count(f"davit_{variant}.yaml") == expected
 
 
 @pytest.mark.parametrize("config,size,paper_gflops,classes", [
     ("davit_tiny.yaml", 224, 4.5, 768), ("davit_small.yaml", 224, 8.8, 768), ("davit_base.yaml", 224, 15.5, 1024)])
 def test_davit_flops_match_paper(config, size, paper_gflops, classes):
-    """Classification form = this backbone + a 1000-way linear classifier (the dense form's four output
-    LayerNorms instead of the single classifier norm change the count by < 0.1%). One multiply-add = one
-    flop; grid_sample, softmax and GELU are not counted (as in the papers' fvcore counts)."""
-    from dense.utils.analysis import flop_count
-
-    cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(REPO, "configs", "backbones", config))
-    bb = build_backbone(cfg).eval()
-    with torch.no_grad():
-        flops, _ = flop_count(bb, (torch.zeros(1, 3, size, size),))
-    flops += classes * 1000
-    assert abs(flops / 1e9 - paper_gflops) / paper_gflops < 0.03, flops / 1e9
-
-
-def _classification_checkpoint(table: dict, path, extra: dict):
-    sd = stand_in_weights({k: tuple(v) for k, v in table["keys"].items()}, 3)
-    sd = {k[len(table.get("prefix", "")):]: v for k, v in sd.items()}
-    torch.save({table["wrapper"]: sd, **extra} if table["wrapper"] else sd, path)
-    return sd
+    """Classification form (golden_utils.classification_gflops), within 3% of the paper."""
+    gflops = classification_gflops(config, size, classes)
+    assert abs(gflops - paper_gflops) / paper_gflops < 0.03, gflops
 
 
 @pytest.mark.parametrize("layout", ["imagenet", "timm_hub"])
@@ -72,7 +45,7 @@ def test_davit_imagenet_checkpoints(tmp_path, layout):
     from dense.modeling.backbone import DaViT
 
     table = json.load(open(shared_file("keys", "davit_keys.json")))["tiny"][layout]
-    sd = _classification_checkpoint(table, tmp_path / "davit.pth", {"epoch": 300, "arch": "DaViT_224"})
+    sd = classification_checkpoint(table, tmp_path / "davit.pth", {"epoch": 300, "arch": "DaViT_224"})
     model = model_from_config(HEAD_CFG, "configs/backbones/davit_tiny.yaml")
     ck = DenseCheckpointer(model)
     ck.load(str(tmp_path / "davit.pth"))
