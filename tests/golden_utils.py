@@ -51,6 +51,19 @@ def load_released(model, path: str, expected_keys: set):
     return r
 
 
+def check_golden_backbone(tmp_path, name: str, config: str, released_name: str) -> None:
+    """The golden file ``name``'s stand-in weights, saved in its released layout as ``released_name`` and loaded
+    into a Semantic FPN model on configs/backbones/<config> (every key), give the golden backbone outputs."""
+    g = load_golden(name)
+    path = str(tmp_path / released_name)
+    keys = released_checkpoint(g, path)
+    model = model_from_config("configs/Base-SemanticFPN.yaml", f"configs/backbones/{config}")
+    load_released(model, path, keys)
+    with torch.no_grad():
+        out = model.backbone(g["input"])
+    assert_matches(out, g)
+
+
 def assert_matches(outputs: dict, g: dict, atol_key="atol", rtol_key="rtol", expected_key="outputs"):
     problems = golden_tools().compare(outputs, g[expected_key], g[atol_key], g[rtol_key])
     assert problems == [], problems

@@ -13,9 +13,8 @@ import dense.ops as ops
 from dense.modeling import build_backbone
 from dense.modeling.backbone.dat import DAT_VERSIONS, DeformableAttention, WindowAttention
 
-from golden_utils import (assert_matches, backbone_config, classification_checkpoint, classification_gflops,
-                          load_golden, load_released, model_from_config, param_count, released_checkpoint,
-                          stand_in_weights)
+from golden_utils import (backbone_config, check_golden_backbone, classification_checkpoint, classification_gflops,
+                          model_from_config, param_count, stand_in_weights)
 from shared_data import shared_file
 
 HEAD_CFG = "configs/Base-SemanticFPN.yaml"
@@ -27,13 +26,8 @@ def _backends(op):
 
 @pytest.mark.parametrize("backend", _backends("na2d_qk"))
 def test_dat_pp_tiny_golden(tmp_path, backend):
-    g = load_golden("dat_pp_tiny")
-    keys = released_checkpoint(g, str(tmp_path / "dat_pp_tiny_seg.pth"))
-    model = model_from_config(HEAD_CFG, "configs/backbones/dat_pp_tiny.yaml")
-    load_released(model, str(tmp_path / "dat_pp_tiny_seg.pth"), keys)
-    with torch.no_grad(), ops.use_backend(backend):
-        out = model.backbone(g["input"])
-    assert_matches(out, g)
+    with ops.use_backend(backend):
+        check_golden_backbone(tmp_path, "dat_pp_tiny", "dat_pp_tiny.yaml", "dat_pp_tiny_seg.pth")
 
 
 @pytest.mark.parametrize("variant,expected", [("tiny", 23_450_772), ("small", 52_359_710), ("base", 92_667_432)])

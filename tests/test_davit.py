@@ -5,21 +5,15 @@ import json
 import pytest
 import torch
 
-from golden_utils import (assert_matches, classification_checkpoint, classification_gflops, load_golden, load_released,
-                          model_from_config, param_count, released_checkpoint)
+from golden_utils import (check_golden_backbone, classification_checkpoint, classification_gflops, model_from_config,
+                          param_count)
 from shared_data import shared_file
 
 HEAD_CFG = "configs/Base-SemanticFPN.yaml"
 
 
 def test_davit_tiny_golden(tmp_path):
-    g = load_golden("davit_tiny")
-    keys = released_checkpoint(g, str(tmp_path / "davit_tiny_det.pth"))
-    model = model_from_config(HEAD_CFG, "configs/backbones/davit_tiny.yaml")
-    load_released(model, str(tmp_path / "davit_tiny_det.pth"), keys)
-    with torch.no_grad():
-        out = model.backbone(g["input"])
-    assert_matches(out, g)
+    check_golden_backbone(tmp_path, "davit_tiny", "davit_tiny.yaml", "davit_tiny_det.pth")
 
 
 @pytest.mark.parametrize("variant,expected", [("tiny", 27_592_512), ("small", 48_978_240), ("base", 86_931_200)])

@@ -13,7 +13,8 @@ from fvcore.common.checkpoint import Checkpointer
 from torch import nn
 
 from .io import load_checkpoint_file
-from .released import convert_released, mismatch_hint, unwrap_model
+from ..utils.comm import unwrap_model
+from .released import convert_released, mismatch_hint
 
 __all__ = ["DenseCheckpointer", "LoadReport", "CheckpointMismatchError"]
 

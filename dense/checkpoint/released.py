@@ -19,9 +19,10 @@ from typing import Callable
 
 from torch import nn
 
+from ..utils.comm import unwrap_model
 from .layouts import DETECTRON2_MASK2FORMER_KEY, MMCV_HEAD_PREFIXES, detectron2_mask2former_key
 
-__all__ = ["ReleasedCheckpoint", "Conversion", "convert_released", "mismatch_hint", "unwrap_model"]
+__all__ = ["ReleasedCheckpoint", "Conversion", "convert_released", "mismatch_hint"]
 
 BACKBONE = "backbone."
 
@@ -67,10 +68,6 @@ class Conversion:
     state_dict: dict
     dropped: dict
     source: str
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
 
 
 def _backbone_and_prefix(model: nn.Module) -> tuple[nn.Module, str]:

@@ -11,6 +11,7 @@ from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamSc
 from torch import nn
 
 from ..config.config import ConfigValueError
+from ..utils.comm import unwrap_model
 
 __all__ = ["build_optimizer", "build_lr_scheduler", "get_param_groups", "PolyParamScheduler",
            "WarmupParamScheduler", "LRMultiplier"]
@@ -66,7 +67,7 @@ def get_param_groups(model: nn.Module, base_lr: float, weight_decay: float, weig
 def _layer_rule(model: nn.Module):
     """``full parameter name -> (layer, L)`` by the backbone's layer rule (``lr_layer_id``, ``num_lr_layers`` = L);
     parameters outside the backbone are layer L + 1."""
-    model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    model = unwrap_model(model)
     backbone = getattr(model, "backbone", None)
     if not hasattr(backbone, "lr_layer_id"):
         raise ConfigValueError(f"SOLVER.LAYER_DECAY.ENABLED = True: the backbone {type(backbone).__name__} has no "

@@ -9,8 +9,14 @@ import torch.distributed as dist
 
 __all__ = [
     "get_world_size", "get_rank", "get_local_rank", "get_local_size", "is_main_process",
-    "synchronize", "all_gather", "gather", "reduce_dict", "broadcast_buffers", "shared_random_seed",
+    "synchronize", "all_gather", "gather", "reduce_dict", "broadcast_buffers", "shared_random_seed", "unwrap_model",
 ]
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel / DataParallel wrapper (the model itself otherwise)."""
+    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    return model.module if isinstance(model, wrappers) else model
+
 
 _LOCAL_PROCESS_GROUP = None
 _LOCAL_RANK = 0
