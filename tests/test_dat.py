@@ -221,7 +221,7 @@ def _randomise(m):
 
 def test_dat_v1_window_blocks_match_upstream():
     torch.manual_seed(0)
-    local, shifted = WindowAttention(96, 3, 7), WindowAttention(96, 3, 7, shift=3, fmap_size=28)
+    local, shifted = WindowAttention(96, 3, 7), WindowAttention(96, 3, 7, shift=4, fmap_size=28)
     for m in (local, shifted):
         _randomise(m)
     x = torch.randn(2, 96, 28, 28)
@@ -230,11 +230,46 @@ def test_dat_v1_window_blocks_match_upstream():
         torch.testing.assert_close(shifted(x), _upstream_shift_window(shifted, x), rtol=1e-5, atol=1e-5)
         # other sizes: padded to the window and cropped back; the padded result's valid part is what is returned
         # (upstream built for a 21x21 map, with the same weights)
-        up21 = WindowAttention(96, 3, 7, shift=3, fmap_size=21)
+        up21 = WindowAttention(96, 3, 7, shift=4, fmap_size=21)
         up21.load_state_dict({k: v for k, v in shifted.state_dict().items() if k != "attn_mask"}, strict=False)
         y = torch.randn(1, 96, 17, 19)
         ref = _upstream_shift_window(up21, F.pad(y, (0, 2, 0, 4)))[..., :17, :19]
         torch.testing.assert_close(shifted(y), ref, rtol=1e-5, atol=1e-5)
+
+
+def _upstream_shift_mask(fmap, ws, shift):
+    """Upstream ShiftWindowAttention's attn_mask buffer (dat_blocks.py:102-117), written as upstream does."""
+    img = torch.zeros(fmap, fmap)
+    cnt = 0
+    for h in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+        for w in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+            img[h, w] = cnt
+            cnt += 1
+    win = img.reshape(fmap // ws, ws, fmap // ws, ws).permute(0, 2, 1, 3).reshape(-1, ws * ws)
+    mask = win.unsqueeze(1) - win.unsqueeze(2)
+    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+@pytest.mark.parametrize("variant", ["tiny", "base_384"])
+def test_dat_v1_shifted_blocks_shift_by_half_window_rounded_up(variant):
+    """Upstream's TransformerStage builds "S" with shift_size = math.ceil(window_size / 2) (models/dat.py:61): 4 for
+    window 7 (not Swin's 7 // 2 = 3; the DAT-T golden differs by 0.1 in features with 3), 6 for window 12. The
+    attn_mask buffers equal upstream's at the pretraining size, and each "S" block equals upstream's form there."""
+    bb, cfg = _backbone(variant)
+    ws, size = cfg.MODEL.DAT.WINDOW_SIZE, cfg.MODEL.DAT.IMG_SIZE
+    shift = {7: 4, 12: 6}[ws]
+    blocks = [(i, a) for i, st in enumerate(bb.stages) for kind, a in zip(st.spec, st.attns) if kind == "S"]
+    assert blocks
+    for i, m in blocks:
+        fmap = size // 4 // 2**i
+        assert m.shift == shift
+        assert torch.equal(m.attn_mask, _upstream_shift_mask(fmap, ws, shift))
+    if variant == "tiny":
+        i, m = blocks[0]
+        _randomise(m)
+        x = torch.randn(1, m.proj_out.in_features, size // 4 // 2**i, size // 4 // 2**i)
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), _upstream_shift_window(m, x), rtol=1e-5, atol=1e-5)
 
 
 def test_dat_v1_deformable_attention_matches_upstream():

@@ -38,8 +38,9 @@ class ReleasedCheckpoint:
         signature: backbone keys (without any prefix) that identify the upstream layout; a file holding any of
             them, bare (an ImageNet classification file) or under ``backbone.`` (a whole released model), is
             this family's.
-        classifier: regex of the classification-only keys of an ImageNet file (final norm, head), dropped with
-            a reason when loading into a dense-prediction model.
+        classifier: regex of the classification-only keys of an ImageNet file (final norm, head; also matching
+            them after ``convert``), dropped with a reason when loading into a dense-prediction model, loaded
+            under ``head.`` into an ImageClassifier.
         convert: ``(state_dict, backbone) -> (state_dict, dropped)`` on the backbone's keys (no prefix): renames
             and tensor conversions into the dense module's names, ``dropped`` = {key: why} for keys deliberately
             left out. None: upstream's names are dense's.
@@ -103,13 +104,18 @@ def convert_released(state_dict: dict, model: nn.Module) -> Conversion | None:
         part, rest = dict(state_dict), {}
     source = BACKBONE if wrapped else ""  # how the file names the backbone part: dropped keys keep the file's names
     dropped = {}
-    if layout == "classification":
+    # a model that holds the classifier (ImageClassifier: released_head_prefix "head.") keeps it, others drop it
+    head_prefix = getattr(type(model), "released_head_prefix", None) if prefix else None
+    if layout == "classification" and head_prefix is None:
         dropped = {k: "ImageNet classifier (not part of a dense model)" for k in part if family.is_classifier(k)}
         part = {k: v for k, v in part.items() if k not in dropped}
     if family is not None and family.convert is not None:
         part, more = family.convert(part, backbone)
         dropped.update({source + k: why for k, why in more.items()})
-    out = {prefix + k: v for k, v in part.items()}
+    if layout == "classification" and head_prefix is not None:
+        out = {(head_prefix if family.is_classifier(k) else prefix) + k: v for k, v in part.items()}
+    else:
+        out = {prefix + k: v for k, v in part.items()}
     model_keys = set(model.state_dict())
     if detectron2:
         num_fpn = len({k.split(".")[3] for k in model_keys

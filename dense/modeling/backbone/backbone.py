@@ -37,11 +37,15 @@ class Backbone(nn.Module, metaclass=ABCMeta):
       constructor's keyword arguments upper-cased, each with its default and a comment); ``get_cfg()`` collects it
       from every registered backbone;
     - ``released``: a :class:`dense.checkpoint.ReleasedCheckpoint`, the rules of the papers' released files;
-    - ``lr_layer_id(name)`` and ``num_lr_layers``: its layer rule for layer-wise lr decay (SOLVER.LAYER_DECAY).
+    - ``lr_layer_id(name)`` and ``num_lr_layers``: its layer rule for layer-wise lr decay (SOLVER.LAYER_DECAY);
+    - ``classifier_head``: ``(channels, num_classes, dropout) -> nn.Module``, the head of its released ImageNet
+      classification model (submodule names as released), fed by :meth:`forward_features`; the
+      ``ImageClassifier`` meta-architecture puts the two together.
     """
 
     add_config: ClassVar[Callable | None] = None
     released: ClassVar[ReleasedCheckpoint | None] = None
+    classifier_head: ClassVar[Callable[[int, int, float], nn.Module] | None] = None
 
     _out_features: list[str]
     _out_feature_channels: dict[str, int]
@@ -50,6 +54,16 @@ class Backbone(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The last stage [N, C, ~H/32, ~W/32] as the family's ImageNet classification model hands it to its
+        ``classifier_head`` (without the dense outputs' norms); C = :attr:`num_features`."""
+        raise NotImplementedError(f"{type(self).__name__} has no classification form (forward_features)")
+
+    @property
+    def num_features(self) -> int:
+        """Channels of :meth:`forward_features`' output (the last stage's)."""
+        return self._out_feature_channels["res5"]
 
     @property
     def size_divisibility(self) -> int:

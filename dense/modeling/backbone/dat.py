@@ -38,8 +38,8 @@ from ..registry_utils import ArgumentError, build_from_node
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 
-__all__ = ["DAT", "DATDesign", "DAT_VERSIONS", "DeformableAttention", "WindowAttention", "DAT_MIN_SIZE",
-           "add_dat_config"]
+__all__ = ["DAT", "DATClassifierHead", "DATDesign", "DAT_VERSIONS", "DeformableAttention", "WindowAttention",
+           "DAT_MIN_SIZE", "add_dat_config"]
 
 
 def add_dat_config(cfg: CN) -> None:
@@ -159,7 +159,8 @@ def _shift_window_mask(h: int, w: int, window: int, shift: int, device=None) -> 
 
 
 class WindowAttention(nn.Module):
-    """Original DAT's ``LocalAttention`` ("L") and ``ShiftWindowAttention`` ("S", ``shift`` > 0) on NCHW maps.
+    """Original DAT's ``LocalAttention`` ("L") and ``ShiftWindowAttention`` ("S", ``shift`` > 0; DAT's stages give
+    ceil(window / 2), i.e. 4 for window 7, one more than Swin's window // 2) on NCHW maps.
 
     Swin window attention with a ((2ws-1)^2, heads) relative-position bias table indexed by the int64
     ``relative_position_index`` buffer. The map is zero-padded bottom/right to a multiple of the window and
@@ -333,8 +334,9 @@ class DATStage(nn.Module):
                 attns.append(DeformableAttention(dim, heads, groups, q_size, stride, ksize, offset_range_factor,
                                                  design=design))
             elif kind in "LS":
-                attns.append(WindowAttention(dim, heads, window_size, shift=window_size // 2 if kind == "S" else 0,
-                                             fmap_size=q_size))
+                # "S" shifts by ceil(window / 2) (upstream TransformerStage; 4 for window 7, not Swin's 7 // 2 = 3)
+                shift = -(-window_size // 2) if kind == "S" else 0
+                attns.append(WindowAttention(dim, heads, window_size, shift=shift, fmap_size=q_size))
             else:
                 raise ArgumentError("stage_spec", f"block type '{kind}' is not supported (use 'N', 'D', 'L' or 'S')")
         self.attns = nn.ModuleList(attns)
@@ -347,6 +349,21 @@ class DATStage(nn.Module):
             x = x + self.drop_path[d](self.attns[d](self.layer_norms[2 * d](x)))
             x = x + self.drop_path[d](self.mlps[d](self.layer_norms[2 * d + 1](x)))
         return x
+
+
+class DATClassifierHead(nn.Module):
+    """Upstream DAT's (and DAT++'s) ImageNet classifier, key names as released (``cls_norm.norm``, ``cls_head``):
+    ``cls_norm`` (LayerNorm over channels per position, eps 1e-5) -> global average pool -> dropout -> ``cls_head``.
+    [N, C, h, w] -> logits [N, num_classes]."""
+
+    def __init__(self, channels: int, num_classes: int, dropout: float = 0.0):
+        super().__init__()
+        self.cls_norm = LayerNormProxy(channels)
+        self.drop = nn.Dropout(dropout)
+        self.cls_head = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cls_head(self.drop(F.adaptive_avg_pool2d(self.cls_norm(x), 1).flatten(1)))
 
 
 @BACKBONE_REGISTRY.register()
@@ -369,6 +386,7 @@ class DAT(Backbone):
         # latter with int64 relative_position_index / float attn_mask buffers) and mmseg / mmdet files
         # (LeapLabTHU/DAT-Segmentation / -Detection, backbone.*)
         signature=("patch_proj.0.weight",), classifier=r"^(cls_head|cls_norm)\.")
+    classifier_head = DATClassifierHead
 
     def __init__(self, version: str | DATDesign = "pp", dims=(64, 128, 256, 512), heads=(2, 4, 8, 16),
                  groups=(1, 2, 4, 8), stage_spec=("ND", "NDND", "ND" * 9, "DD"), strides=(8, 4, 2, 1),
@@ -414,7 +432,9 @@ class DAT(Backbone):
     def from_config(cls, cfg, input_shape) -> DAT:
         return build_from_node(cls, cfg, "MODEL.DAT", out_features="MODEL.BACKBONE.OUT_FEATURES")
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _stages(self, images: torch.Tensor):
+        """Yield (stage index, its output [N, dims[i], h_i, w_i] before the norm, crop to ceil(H / s) x ceil(W / s))
+        for the four stages in order."""
         h, w = images.shape[-2:]
         patches = not self.design.overlapping_embed  # non-overlapping patch convs: pad to their stride (Swin's rule)
         if patches:
@@ -422,15 +442,28 @@ class DAT(Backbone):
         if not self.design.centred_sampling and min(h, w) < DAT_MIN_SIZE:
             images = F.pad(images, (0, max(0, DAT_MIN_SIZE - w), 0, max(0, DAT_MIN_SIZE - h)))
         x = self.patch_proj(images)
-        outs = {}
-        for i, name in enumerate(["res2", "res3", "res4", "res5"]):
-            stage = self.stages[i]
+        for i, stage in enumerate(self.stages):
             x = checkpoint(stage, x, use_reentrant=False) if self.use_checkpoint and self.training else stage(x)
-            if name in self._out_features:
-                s = self._out_feature_strides[name]
-                outs[name] = self.norms[i](x)[..., : -(-h // s), : -(-w // s)]
+            s = 4 * 2**i
+            yield i, x, (-(-h // s), -(-w // s))
             if i < 3:
                 if patches:
                     x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
                 x = self.down_projs[i](x)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        names = ["res2", "res3", "res4", "res5"]
+        outs = {}
+        for i, x, (h, w) in self._stages(images):
+            if names[i] in self._out_features:
+                outs[names[i]] = self.norms[i](x)[..., :h, :w]
+            if names[i] == self._out_features[-1]:
+                break
         return outs
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The last stage's output before any norm, [N, dims[3], ceil(H / 32), ceil(W / 32)] (upstream's classifier
+        input: ``cls_norm`` is the head's)."""
+        *_, (_, x, (h, w)) = self._stages(images)
+        return x[..., :h, :w]
+

@@ -18,7 +18,9 @@ released checkpoints (``DaViT.released``).
 from __future__ import annotations
 
 import torch
-from timm.layers import DropPath, LayerNorm2d
+from functools import partial
+
+from timm.layers import DropPath, LayerNorm2d, NormMlpClassifierHead
 from timm.models import davit as timm_davit
 
 from ...checkpoint.released import ReleasedCheckpoint
@@ -28,7 +30,7 @@ from ..registry_utils import build_from_node
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 
-__all__ = ["DaViT", "add_davit_config"]
+__all__ = ["DaViT", "DaViTClassifierHead", "add_davit_config"]
 
 
 def add_davit_config(cfg: CN) -> None:
@@ -49,6 +51,20 @@ def _official_to_timm(state_dict: dict, backbone: torch.nn.Module) -> tuple[dict
     return timm_davit.checkpoint_filter_fn(state_dict, backbone), {}
 
 
+class DaViTClassifierHead(torch.nn.Module):
+    """The official DaViT ImageNet classifier in timm's form (``head`` = NormMlpClassifierHead; the official names
+    ``norms`` / ``head`` become ``head.norm`` / ``head.fc`` on load, as in timm): global average pool -> LayerNorm
+    (eps 1e-5, AFTER pooling) -> dropout -> Linear. [N, C, h, w] -> logits [N, num_classes]."""
+
+    def __init__(self, channels: int, num_classes: int, dropout: float = 0.0):
+        super().__init__()
+        self.head = NormMlpClassifierHead(channels, num_classes, pool_type="avg", drop_rate=dropout,
+                                          norm_layer=partial(LayerNorm2d, eps=1e-5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+
 @BACKBONE_REGISTRY.register()
 class DaViT(Backbone):
     """forward(images [N, 3, H, W]) -> res2..res5 (strides 4..32, channels ``embed_dims``), any H, W:
@@ -59,6 +75,7 @@ class DaViT(Backbone):
         # official ImageNet / mmdet / mmseg files (classifier norms / head) and timm hub weights (head.norm / head.fc)
         signature=("patch_embeds.0.proj.weight", "stem.conv.weight"), classifier=r"^(head|norms)\.",
         convert=_official_to_timm)
+    classifier_head = DaViTClassifierHead
 
     def __init__(self, embed_dims=(96, 192, 384, 768), depths=(1, 1, 3, 1), num_heads=(3, 6, 12, 24),
                  window_size: int = 7, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0,
@@ -103,3 +120,11 @@ class DaViT(Backbone):
             if name == self._out_features[-1]:
                 break
         return outs
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Stage 4's output before any norm [N, embed_dims[3], ceil(H / 32), ceil(W / 32)] (the official classifier
+        pools it, then normalises)."""
+        x = self.stem(images)
+        for stage in self.stages:
+            x = stage(x)
+        return x

@@ -45,7 +45,7 @@ from ..registry_utils import ArgumentError, build_from_node
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 
-__all__ = ["DSAN", "groups_in_state_dict", "add_dsan_config"]
+__all__ = ["DSAN", "DSANClassifierHead", "groups_in_state_dict", "add_dsan_config"]
 
 
 def add_dsan_config(cfg: CN) -> None:
@@ -189,6 +189,21 @@ def groups_in_state_dict(shapes: dict, kernel_sizes) -> dict[int, int]:
     return found
 
 
+class DSANClassifierHead(nn.Module):
+    """Upstream DSAN's ImageNet classifier (its final norm is the backbone's stage norm ``norm4``): mean over the
+    positions -> dropout -> ``head`` (Linear). [N, C, h, w] -> logits [N, num_classes]."""
+
+    def __init__(self, channels: int, num_classes: int, dropout: float = 0.0):
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(channels, num_classes)
+        trunc_normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(x.mean(dim=(2, 3))))
+
+
 @BACKBONE_REGISTRY.register()
 class DSAN(Backbone):
     """DSAN dense-prediction backbone (upstream's mmseg/mmdet ``DSAN``; the ImageNet model minus its head).
@@ -208,6 +223,7 @@ class DSAN(Backbone):
         # classifier head), the dsan_{t,s}_encoder.pth init files (the same without head) and mmseg / mmdet files
         signature=("block1.0.attn.spatial_gating_unit.dscn_x.offset.weight",), classifier=r"^head\.",
         mismatch_hint=_groups_hint)
+    classifier_head = DSANClassifierHead
 
     def __init__(self, embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2), mlp_ratios=(8, 8, 4, 4),
                  kernel_sizes=(11, 11, 7, 5), dw_kernel_sizes=(11, 11, 7, 5), groups=(1, 4, 8, 8),
@@ -267,6 +283,15 @@ class DSAN(Backbone):
         for blk in getattr(self, f"block{i + 1}"):
             x = blk(x)
         return getattr(self, f"norm{i + 1}")(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Stage 4 after its norm ``norm4`` [N, embed_dims[3], ceil(H / 32), ceil(W / 32)] (upstream's classifier
+        averages it)."""
+        x = images
+        for i in range(len(self.kernel_sizes)):
+            x = checkpoint(self._stage, i, x, use_reentrant=False) if self.use_checkpoint and self.training \
+                else self._stage(i, x)
+        return x
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         outs, x = {}, images

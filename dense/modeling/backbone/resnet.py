@@ -18,7 +18,7 @@ from ..registry_utils import ArgumentError, build_from_node
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 
-__all__ = ["ResNet", "add_resnet_config"]
+__all__ = ["ResNet", "ResNetClassifierHead", "add_resnet_config"]
 
 
 def add_resnet_config(cfg: CN) -> None:
@@ -54,6 +54,19 @@ _ARCHS = {
 }
 
 
+class ResNetClassifierHead(nn.Module):
+    """torchvision's ResNet classifier, key names as released (``fc``): global average pool -> dropout -> ``fc``.
+    [N, C, h, w] -> logits [N, num_classes]."""
+
+    def __init__(self, channels: int, num_classes: int, dropout: float = 0.0):
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(x.mean(dim=(2, 3))))
+
+
 @BACKBONE_REGISTRY.register()
 class ResNet(Backbone):
     """torchvision ResNet-{18,34,50,101,152} returning res2..res5 (strides 4, 8, 16, 32).
@@ -65,6 +78,7 @@ class ResNet(Backbone):
     add_config = staticmethod(add_resnet_config)
     released = ReleasedCheckpoint(signature=("layer1.0.conv1.weight", "stem.conv1.weight"), classifier=r"^fc\.",
                                   convert=_from_detectron2)
+    classifier_head = ResNetClassifierHead
 
     def __init__(self, depth: int = 50, norm: str = "BN", out_features=("res2", "res3", "res4", "res5"),
                  freeze_at: int = 0, width_per_group: int = 64, zero_init_residual: bool = False):
@@ -100,6 +114,11 @@ class ResNet(Backbone):
             for p in module.parameters():
                 p.requires_grad_(False)
             setattr(self, name, module)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """layer4's output [N, 512 * expansion, ~H/32, ~W/32]."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
