@@ -11,12 +11,14 @@ class BadSampleError(RuntimeError):
     """A dataset file cannot be used (unreadable image, label of the wrong size or with invalid values)."""
 
 
-def read_image(path: str, fmt: str = "BGR") -> np.ndarray:
-    """Decode an image file to uint8 [H, W, 3] in ``fmt`` ("BGR" or "RGB"), EXIF orientation applied."""
+def read_image(path: str, fmt: str = "BGR", exif_transpose: bool = True) -> np.ndarray:
+    """Decode an image file to uint8 [H, W, 3] in ``fmt`` ("BGR" or "RGB"), EXIF orientation applied unless
+    ``exif_transpose`` is False (torchvision's ImageFolder loader, which the ImageNet papers evaluated with, ignores
+    it)."""
     try:
         with Image.open(path) as img:
             img.load()
-            img = ImageOps.exif_transpose(img).convert("RGB")
+            img = (ImageOps.exif_transpose(img) if exif_transpose else img).convert("RGB")
             arr = np.asarray(img)
     except FileNotFoundError:
         raise BadSampleError(f"Image file '{path}' does not exist "
