@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OPS := $(shell find ops -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' 2>/dev/null)
 DEMO_CFG ?= configs/synthetic/semantic_fpn/dat_pp_nano_demo.yaml
+DEMO_INPUT ?= datasets/synthetic_v1/images/val/0000[0-5].jpg
 PYTEST_ARGS ?=
 
 .PHONY: install demo test test-all lint cuda-build-check clean
@@ -24,10 +25,10 @@ DEMO_OUT = $(shell sed -n 's/^OUTPUT_DIR: *"\(.*\)"/\1/p' $(DEMO_CFG))
 demo: $(STAMP)
 	rm -rf $(DEMO_OUT)
 	$(PY) tools/train_net.py --config-file $(DEMO_CFG)
-	$(PY) tools/demo.py --config-file $(DEMO_CFG) --input 'datasets/synthetic_v1/images/val/0000[0-5].jpg' \
+	$(PY) tools/demo.py --config-file $(DEMO_CFG) --input '$(DEMO_INPUT)' \
 		--output $(DEMO_OUT)/vis --opts MODEL.WEIGHTS $(DEMO_OUT)/model_final.pth
 	@$(PY) -c "import json; r=[json.loads(l) for l in open('$(DEMO_OUT)/metrics.json')]; \
-		names=('panoptic_seg/PQ', 'sem_seg/mIoU', 'bbox/AP', 'segm/AP'); m=[x for x in r if any(k in x for k in names)][-1]; \
+		names=('panoptic_seg/PQ', 'sem_seg/mIoU', 'bbox/AP', 'segm/AP', 'classification/top1'); m=[x for x in r if any(k in x for k in names)][-1]; \
 		shown=', '.join(f'{k} = {m[k]:.2f}' for k in names if k in m); \
 		print(f\"demo: {shown} at iteration {m['iteration']}; overlays in $(DEMO_OUT)/vis\")"
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Run a model on images and write overlays (semantic classes with a legend, or instances).
+"""Run a model on images and write overlays (semantic classes with a legend, or instances), or, for a classifier,
+print and draw its top-5 classes.
 
     python tools/demo.py --config-file CFG --input 'images/*.jpg' --output out/ --opts MODEL.WEIGHTS model.pth
 """
@@ -42,6 +43,28 @@ def class_info(cfg):
     return stuff, colors if len(colors) == len(stuff) else palette(len(stuff)), things
 
 
+def classifier_names(cfg) -> list[str]:
+    """Class names of a classifier (the first test or train dataset's ``classes``), or "class i"."""
+    names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
+    classes = list(MetadataCatalog.get(names[0]).get("classes", [])) if names else []
+    n = cfg.MODEL.CLASSIFIER.NUM_CLASSES
+    return classes if len(classes) == n else [f"class {i}" for i in range(n)]
+
+
+def draw_top5(rgb, logits: torch.Tensor, names: list[str]) -> tuple:
+    """(the image with its top-5 classes and probabilities written on it, the lines)."""
+    probs = logits.float().softmax(0)
+    top = probs.topk(min(5, len(probs)))
+    lines = [f"{names[i]} {p:.1%}" for p, i in zip(top.values.tolist(), top.indices.tolist())]
+    vis = rgb.copy()
+    scale = max(vis.shape[1] / 640, 0.4)
+    for k, line in enumerate(lines):
+        org = (8, int((k + 1) * 24 * scale))
+        cv2.putText(vis, line, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (0, 0, 0), max(int(4 * scale), 2))
+        cv2.putText(vis, line, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (255, 255, 255), max(int(scale), 1))
+    return vis, lines
+
+
 def main():
     args = parse_args()
     logger = setup_logger(name="dense")
@@ -66,7 +89,10 @@ def main():
         with torch.no_grad():
             out = model([inputs])[0]
         rgb = cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        if "panoptic_seg" in out:
+        if "logits" in out:
+            vis, lines = draw_top5(rgb, out["logits"].cpu(), classifier_names(cfg))
+            print(f"{path}: " + "; ".join(lines))
+        elif "panoptic_seg" in out:
             segment_ids, segments_info = out["panoptic_seg"]
             vis = draw_panoptic(rgb, segment_ids.cpu().numpy(), segments_info, stuff, colors)
         elif "instances" in out:

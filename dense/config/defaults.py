@@ -96,6 +96,12 @@ _C.MODEL.MASK_FORMER.TEST.SEMANTIC_UPSAMPLE = "masks"  # "masks": upsample mask 
 _C.MODEL.MASK_FORMER.TEST.MASK_CHUNK = 32  # masks upsampled to the image per step (bounds inference memory; results do not depend on it)
 _C.MODEL.MASK_FORMER.TEST.PAD_TO_SIZE = 0  # semantic: pad each view's sides shorter than this with black pixels, cut off after (ViT-Adapter 896 MS: 896); 0 = off
 
+# Image classification (meta-architecture "ImageClassifier"): the backbone's last stage -> its family's ImageNet head
+_C.MODEL.CLASSIFIER = CN()
+_C.MODEL.CLASSIFIER.NUM_CLASSES = 1000  # classes of the linear classifier
+_C.MODEL.CLASSIFIER.DROPOUT = 0.0  # dropout before the classifier (timm drop_rate)
+_C.MODEL.CLASSIFIER.LABEL_SMOOTHING = 0.1  # label smoothing of the cross-entropy (inside Mixup's soft targets when on)
+
 # Auxiliary head on one backbone (or neck) level, trained with its own loss, unused at inference
 _C.MODEL.AUX_HEAD = CN()
 _C.MODEL.AUX_HEAD.NAME = ""  # name in SEM_SEG_HEAD_REGISTRY, e.g. "FCNHead"; empty = no auxiliary head
@@ -207,6 +213,26 @@ _C.INPUT.IMAGE_SIZE = 1024  # output side: the image is resized to fit IMAGE_SIZ
 _C.INPUT.MIN_SCALE = 0.1  # smallest scale
 _C.INPUT.MAX_SCALE = 2.0  # largest scale
 
+# Image classification input (mapper "classification"): timm's ImageNet transforms, with its option names
+_C.INPUT.CLS = CN()
+_C.INPUT.CLS.SIZE = 224  # training crop and evaluation crop side
+_C.INPUT.CLS.CROP_PCT = 0.875  # evaluation: resize to floor(SIZE / CROP_PCT), then centre-crop SIZE (1.0: no crop)
+_C.INPUT.CLS.CROP_MODE = "center"  # evaluation resize: "center" = short side (timm, DaViT, DSAN), "squash" = both sides, aspect not kept (DAT)
+_C.INPUT.CLS.INTERPOLATION = "bicubic"  # evaluation resize interpolation (PIL): "bicubic", "bilinear", ...
+_C.INPUT.CLS.TRAIN_INTERPOLATION = "bicubic"  # random-resized-crop interpolation; "random" = bilinear or bicubic per image
+_C.INPUT.CLS.SCALE = (0.08, 1.0)  # random resized crop: area range
+_C.INPUT.CLS.RATIO = (0.75, 1.3333333333333333)  # random resized crop: aspect-ratio range
+_C.INPUT.CLS.AUTO_AUGMENT = "rand-m9-mstd0.5-inc1"  # timm auto-augment policy; "" = none (then COLOR_JITTER applies)
+_C.INPUT.CLS.COLOR_JITTER = 0.4  # colour jitter strength when AUTO_AUGMENT is "" (timm)
+_C.INPUT.CLS.RE_PROB = 0.25  # random erasing probability (on the normalised batch, in the model)
+_C.INPUT.CLS.RE_MODE = "pixel"  # random erasing fill: "pixel" (per-pixel normal), "rand" (per channel), "const" (0)
+_C.INPUT.CLS.RE_COUNT = 1  # most erased boxes per image
+_C.INPUT.CLS.MIXUP = 0.8  # Mixup alpha (0 = off)
+_C.INPUT.CLS.CUTMIX = 1.0  # CutMix alpha (0 = off)
+_C.INPUT.CLS.MIXUP_PROB = 1.0  # chance of Mixup or CutMix per batch
+_C.INPUT.CLS.MIXUP_SWITCH_PROB = 0.5  # chance of CutMix instead of Mixup when both are on
+_C.INPUT.CLS.MIXUP_MODE = "batch"  # "batch", "pair" or "elem" (timm)
+
 # ---------------------------------------------------------------------------------------------
 # Datasets and loading
 # ---------------------------------------------------------------------------------------------
@@ -230,6 +256,7 @@ _C.SOLVER.WEIGHT_DECAY = 0.01  # weight decay of every parameter not listed belo
 _C.SOLVER.WEIGHT_DECAY_NORM = 0.0  # weight decay of normalisation-layer parameters
 _C.SOLVER.NO_WEIGHT_DECAY_KEYS = ["pos_embed", "relative_position_bias_table", "rpe_table"]  # param-name parts with wd 0
 _C.SOLVER.WEIGHT_DECAY_BIAS = -1.0  # weight decay of biases; < 0: same as WEIGHT_DECAY
+_C.SOLVER.NO_WEIGHT_DECAY_1D = False  # every 1-D parameter (norms, biases, layer scales) without weight decay (timm, Swin)
 _C.SOLVER.BACKBONE_MULTIPLIER = 1.0  # lr factor of backbone.* parameters (Mask2Former uses 0.1)
 _C.SOLVER.HEAD_LR_MULTIPLIER = 1.0  # lr factor of parameters whose name contains "head" (mmseg custom key)
 _C.SOLVER.LAYER_DECAY = CN()
@@ -240,6 +267,9 @@ _C.SOLVER.MOMENTUM = 0.9  # SGD momentum
 _C.SOLVER.NESTEROV = False  # SGD Nesterov momentum
 _C.SOLVER.IMS_PER_BATCH = 16  # images per iteration summed over all processes
 _C.SOLVER.MAX_ITER = 160000  # training iterations
+_C.SOLVER.EPOCHS = 0  # > 0: train this many epochs of DATASETS.TRAIN instead (MAX_ITER = EPOCHS * images // IMS_PER_BATCH)
+_C.SOLVER.WARMUP_EPOCHS = 0.0  # with EPOCHS: warmup length in epochs (replaces WARMUP_ITERS)
+_C.SOLVER.COOLDOWN_EPOCHS = 0  # with EPOCHS: the last epochs at END_LR (timm cooldown); the decay ends before them
 _C.SOLVER.LR_SCHEDULER_NAME = "poly"  # "poly", "cosine" or "multistep"
 _C.SOLVER.POLY_POWER = 1.0  # poly: lr = (base - end) * (1 - it/max)^power + end
 _C.SOLVER.END_LR = 0.0  # final learning rate of poly and cosine schedules

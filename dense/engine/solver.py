@@ -13,7 +13,7 @@ from torch import nn
 from ..config.config import ConfigValueError
 from ..utils.comm import unwrap_model
 
-__all__ = ["build_optimizer", "build_lr_scheduler", "get_param_groups", "PolyParamScheduler",
+__all__ = ["build_optimizer", "build_lr_scheduler", "get_param_groups", "resolve_epochs", "PolyParamScheduler",
            "WarmupParamScheduler", "LRMultiplier"]
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
@@ -23,11 +23,12 @@ _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.L
 def get_param_groups(model: nn.Module, base_lr: float, weight_decay: float, weight_decay_norm: float,
                      no_decay_keys: tuple[str, ...] = (), weight_decay_bias: float | None = None,
                      backbone_multiplier: float = 1.0, head_multiplier: float = 1.0,
-                     layer_decay: float | None = None) -> list[dict]:
+                     layer_decay: float | None = None, no_decay_1d: bool = False) -> list[dict]:
     """Parameter groups of (lr, weight decay), in a deterministic order.
 
     Weight decay: norm-layer parameters get ``weight_decay_norm``; names containing one of ``no_decay_keys``
-    get 0; biases ``weight_decay_bias`` (None = ``weight_decay``); the rest ``weight_decay``. With a
+    get 0; biases ``weight_decay_bias`` (None = ``weight_decay``); the rest ``weight_decay``; with ``no_decay_1d``
+    every 1-D parameter (norms, biases, layer scales) gets 0 (timm's and Swin's ImageNet recipes). With a
     ``layer_decay`` rate (ViT-Adapter), lr is scaled by rate^(L + 1 - layer) by the backbone's layer rule (its
     ``lr_layer_id`` and ``num_lr_layers`` = L; parameters outside the backbone are layer L + 1) and every 1-D
     parameter and bias gets no weight decay, as upstream. lr is also scaled by ``backbone_multiplier`` for
@@ -50,6 +51,8 @@ def get_param_groups(model: nn.Module, base_lr: float, weight_decay: float, weig
                 wd = weight_decay_bias
             else:
                 wd = weight_decay
+            if no_decay_1d and p.ndim <= 1:
+                wd = 0.0
             scale = 1.0
             if full.startswith("backbone."):
                 scale *= backbone_multiplier
@@ -88,7 +91,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         model, s.BASE_LR, s.WEIGHT_DECAY, s.WEIGHT_DECAY_NORM, tuple(s.NO_WEIGHT_DECAY_KEYS),
         weight_decay_bias=None if s.WEIGHT_DECAY_BIAS < 0 else s.WEIGHT_DECAY_BIAS,
         backbone_multiplier=s.BACKBONE_MULTIPLIER, head_multiplier=s.HEAD_LR_MULTIPLIER,
-        layer_decay=s.LAYER_DECAY.RATE if s.LAYER_DECAY.ENABLED else None)
+        layer_decay=s.LAYER_DECAY.RATE if s.LAYER_DECAY.ENABLED else None, no_decay_1d=s.NO_WEIGHT_DECAY_1D)
     if s.OPTIMIZER == "AdamW":
         return torch.optim.AdamW(groups, lr=s.BASE_LR, betas=tuple(s.BETAS), weight_decay=s.WEIGHT_DECAY)
     if s.OPTIMIZER == "SGD":
@@ -141,7 +144,26 @@ class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
         return [base * m for base in self.base_lrs]
 
 
+def resolve_epochs(cfg, num_images: int):
+    """``cfg`` with SOLVER.MAX_ITER = SOLVER.EPOCHS epochs of ``num_images`` training images (incomplete last
+    batches dropped), when EPOCHS > 0; else ``cfg`` itself."""
+    s = cfg.SOLVER
+    if s.EPOCHS <= 0:
+        return cfg
+    per_epoch = num_images // s.IMS_PER_BATCH
+    if per_epoch == 0:
+        raise ConfigValueError(f"SOLVER.IMS_PER_BATCH = {s.IMS_PER_BATCH}: larger than the {num_images} training "
+                               f"images of {list(cfg.DATASETS.TRAIN)}, so an epoch has no iteration")
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.SOLVER.MAX_ITER = s.EPOCHS * per_epoch
+    cfg.freeze()
+    return cfg
+
+
 def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:
+    """The lr multiplier of SOLVER over MAX_ITER iterations. With SOLVER.EPOCHS, the warmup lasts WARMUP_EPOCHS and
+    the decay ends COOLDOWN_EPOCHS before the end (then END_LR), as fractions of the EPOCHS."""
     s = cfg.SOLVER
     end = s.END_LR / s.BASE_LR if s.BASE_LR > 0 else 0.0
     if s.LR_SCHEDULER_NAME == "poly":
@@ -155,6 +177,23 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:
     else:
         raise ValueError(f"SOLVER.LR_SCHEDULER_NAME must be 'poly', 'cosine' or 'multistep', "
                          f"got '{s.LR_SCHEDULER_NAME}'")
-    if s.WARMUP_ITERS > 0:
-        sched = WarmupParamScheduler(sched, s.WARMUP_FACTOR, min(s.WARMUP_ITERS / s.MAX_ITER, 1.0), s.WARMUP_METHOD)
+    warmup = s.WARMUP_ITERS / s.MAX_ITER
+    if s.EPOCHS > 0:
+        if s.COOLDOWN_EPOCHS >= s.EPOCHS:
+            raise ConfigValueError(f"SOLVER.COOLDOWN_EPOCHS = {s.COOLDOWN_EPOCHS}: must be below SOLVER.EPOCHS")
+        sched = CooldownParamScheduler(sched, 1.0 - s.COOLDOWN_EPOCHS / s.EPOCHS)
+        warmup = s.WARMUP_EPOCHS / s.EPOCHS
+    if warmup > 0:
+        sched = WarmupParamScheduler(sched, s.WARMUP_FACTOR, min(warmup, 1.0), s.WARMUP_METHOD)
     return LRMultiplier(optimizer, sched, s.MAX_ITER)
+
+
+class CooldownParamScheduler(ParamScheduler):
+    """``scheduler`` compressed into the first ``decay_length`` of training, then held at its final value (timm's
+    cooldown epochs)."""
+
+    def __init__(self, scheduler: ParamScheduler, decay_length: float):
+        self.scheduler, self.length = scheduler, decay_length
+
+    def __call__(self, where: float) -> float:
+        return self.scheduler(min(where / self.length, 1.0))

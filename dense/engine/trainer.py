@@ -3,23 +3,25 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 import weakref
 from collections import OrderedDict
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import DenseCheckpointer
-from ..data import build_test_loader, build_train_loader
+from ..data import build_test_loader, build_train_loader, get_dataset_dicts
 from ..data.mappers import build_mapper
 from ..evaluation import DatasetEvaluator, build_evaluator, inference_on_dataset
 from ..modeling import build_model
 from ..utils import comm
 from ..utils.events import CommonMetricPrinter, EventStorage, JSONWriter, TensorboardWriter
 from . import hooks
-from .solver import build_lr_scheduler, build_optimizer
+from .solver import build_lr_scheduler, build_optimizer, resolve_epochs
 
 __all__ = ["Trainer", "create_ddp_model", "NonFiniteLossError"]
 
@@ -57,6 +59,9 @@ class Trainer:
     """
 
     def __init__(self, cfg):
+        if cfg.SOLVER.EPOCHS > 0:
+            cfg = resolve_epochs(cfg, len(get_dataset_dicts(cfg.DATASETS.TRAIN)))
+            logger.info(f"SOLVER.EPOCHS {cfg.SOLVER.EPOCHS}: {cfg.SOLVER.MAX_ITER} iterations")
         self.cfg = cfg
         if comm.is_main_process():
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
@@ -165,7 +170,10 @@ class Trainer:
         start = time.perf_counter()
         data = next(self._data_iter)
         data_time = time.perf_counter() - start
-        torch.manual_seed(step_seed(self.seed, self.iter, comm.get_rank()))
+        seed = step_seed(self.seed, self.iter, comm.get_rank())
+        torch.manual_seed(seed)  # the model's randomness: dropout, drop path; classification's Mixup and random
+        np.random.seed(seed % 2**32)  # erasing also draw from numpy and random
+        random.seed(seed)
         with torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.cfg.SOLVER.AMP.ENABLED):
             loss_dict = self.model(data)
         losses = sum(loss_dict.values())
