@@ -226,16 +226,17 @@ def test_training_resumes_exactly(synthetic_cls, tmp_path):
 
 
 def test_evaluation_metrics_one_and_two_processes(synthetic_cls, tmp_path):
-    """--eval-only writes classification/top1 and top5; two processes give exactly the one-process numbers."""
+    """--eval-only writes classification/top1 and top5; two processes (batches of 8 images each) give exactly the
+    one-process, one-image-per-step numbers."""
     from dense.engine import Trainer
 
     cfg = _tiny_cfg(tmp_path / "train", **{"SOLVER.EPOCHS": 0, "SOLVER.MAX_ITER": 3})
     Trainer(cfg).train()
     weights = tmp_path / "train" / "model_final.pth"
     results = []
-    for name, extra in (("one", []), ("two", ["--num-gpus", "2"])):
+    for name, extra, batch in (("one", [], "1"), ("two", ["--num-gpus", "2"], "8")):
         run_tool([PY, "tools/train_net.py", "--config-file", TINY_CLS, "--eval-only", *extra, "MODEL.WEIGHTS",
-                  str(weights), "OUTPUT_DIR", str(tmp_path / name)])
+                  str(weights), "OUTPUT_DIR", str(tmp_path / name), "TEST.IMS_PER_BATCH", batch])
         results.append(json.load(open(tmp_path / name / "eval_results.json")))
     assert set(results[0]) == {"classification/top1", "classification/top5"}
     assert results[0] == results[1]

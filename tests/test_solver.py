@@ -79,3 +79,34 @@ def test_layer_decay_needs_a_backbone_layer_rule():
     cfg.SOLVER.LAYER_DECAY.ENABLED = True
     with pytest.raises(ConfigValueError, match="SOLVER.LAYER_DECAY.ENABLED = True: the backbone DAT has no layer rule"):
         build_optimizer(cfg, model)
+
+
+def test_epoch_schedule_with_warmup_and_cooldown(tiny_cfg):
+    """SOLVER.EPOCHS: MAX_ITER = epochs x images // batch; warmup and cosine decay in epochs, then END_LR for the
+    cooldown epochs (timm's 300 + 10 recipes)."""
+    from dense.engine.solver import resolve_epochs
+
+    s = tiny_cfg.SOLVER
+    s.BASE_LR, s.END_LR, s.IMS_PER_BATCH, s.LR_SCHEDULER_NAME = 1.0, 0.01, 10, "cosine"
+    s.EPOCHS, s.WARMUP_EPOCHS, s.COOLDOWN_EPOCHS, s.WARMUP_FACTOR = 10, 2.0, 2, 0.0
+    cfg = resolve_epochs(tiny_cfg, 105)  # 10 iterations per epoch (the last 5 images dropped)
+    assert cfg.SOLVER.MAX_ITER == 100 and tiny_cfg.SOLVER.MAX_ITER != 100
+    lr = _lrs(cfg, 100)
+    assert lr[0] == 0 and lr[10] == pytest.approx(0.5 * (0.01 + 0.5 * 0.99 * (1 + math.cos(math.pi * 10 / 80))))
+    assert lr[40] == pytest.approx(0.01 + 0.5 * 0.99 * (1 + math.cos(math.pi * 40 / 80)))
+    assert lr[80:] == pytest.approx([0.01] * 20)
+    with pytest.raises(ConfigValueError, match="SOLVER.IMS_PER_BATCH = 10.*9 training images"):
+        resolve_epochs(tiny_cfg, 9)
+
+
+def test_no_weight_decay_on_1d_parameters():
+    """SOLVER.NO_WEIGHT_DECAY_1D: norms, biases and other 1-D parameters (layer scales) without decay, as timm's
+    and Swin's ImageNet optimizers; matrices and convolutions keep it."""
+    from dense.engine.solver import get_param_groups
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    model.register_parameter("layer_scale", nn.Parameter(torch.ones(4)))
+    groups = get_param_groups(model, 1.0, 0.05, 0.05, no_decay_1d=True)
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert decay[id(model[0].weight)] == 0.05
+    assert decay[id(model[0].bias)] == decay[id(model[1].weight)] == decay[id(model.layer_scale)] == 0.0

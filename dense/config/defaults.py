@@ -293,6 +293,7 @@ _C.SOLVER.AMP.DTYPE = "float16"  # "float16" (CUDA, with GradScaler) or "bfloat1
 # ---------------------------------------------------------------------------------------------
 _C.TEST = CN()
 _C.TEST.EVAL_PERIOD = 0  # evaluate every N iterations (0 = only at the end of training)
+_C.TEST.IMS_PER_BATCH = 1  # images per inference step and process (the classifier batches them; one size per batch)
 _C.TEST.MODE = "whole"  # semantic inference: "whole" image or "slide" (sliding window)
 _C.TEST.SLIDE = CN()
 _C.TEST.SLIDE.CROP_SIZE = (512, 512)  # sliding-window size (height, width)

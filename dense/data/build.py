@@ -137,9 +137,10 @@ def build_train_loader(cfg, mapper: Callable[[dict], dict], seed: int, start_ite
 
 
 def build_test_loader(cfg, dataset_name: str, mapper: Callable[[dict], dict]) -> DataLoader:
-    """Loader over one test dataset, batch 1 per process, each image on exactly one process. Evaluation never
-    skips bad samples: a metric over a silently smaller dataset would mislead."""
+    """Loader over one test dataset, TEST.IMS_PER_BATCH images per step and process, each image on exactly one
+    process. Evaluation never skips bad samples: a metric over a silently smaller dataset would mislead."""
     records = get_dataset_dicts([dataset_name])
-    return DataLoader(MapDataset(records, mapper), batch_size=1, sampler=InferenceSampler(len(records)),
+    return DataLoader(MapDataset(records, mapper), batch_size=cfg.TEST.IMS_PER_BATCH,
+                      sampler=InferenceSampler(len(records)),
                       collate_fn=trivial_batch_collator, num_workers=cfg.DATALOADER.NUM_WORKERS,
                       worker_init_fn=_worker_init)
