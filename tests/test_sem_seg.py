@@ -15,6 +15,8 @@ from dense.data.build import MapDataset
 from dense.modeling import META_ARCH_REGISTRY, build_model
 from dense.modeling.meta_arch.semantic_seg import slide_windows
 
+from dense.modeling.layers import resize
+
 from conftest import REPO
 
 # detection configs (mask_rcnn/, retinanet/): tests/test_detection.py; mask2former/: tests/test_mask2former.py
@@ -190,6 +192,27 @@ def test_multiscale_flip_inference(tiny_model):
         model.aug_ratios, model.aug_flip = (), False
     assert probs.shape == (6, 100, 140)
     torch.testing.assert_close(probs.sum(0), torch.ones(100, 140))  # averaged softmax probabilities
+
+
+def test_multiscale_flip_inference_on_the_mappers_views(tiny_model):
+    """With the mapper's ``aug_images`` (mmseg's views of the original image): the probabilities of each view and
+    its flip, resized to the output size, averaged; a single view without flip is its softmax alone."""
+    cfg, model = tiny_model
+    g = torch.Generator().manual_seed(0)
+    views = [torch.randint(0, 256, (3, 40 + 10 * i, 56 + 14 * i), generator=g, dtype=torch.uint8) for i in range(3)]
+    x = {"image": views[1], "aug_images": views, "height": 100, "width": 140}
+    model.aug_ratios, model.aug_flip = (0.5, 0.75, 1.0), True
+    try:
+        with torch.no_grad():
+            probs = model([x])[0]["sem_seg"]
+            model.aug_flip = False
+            one = model([dict(x, aug_images=views[:1])])[0]["sem_seg"]
+            expected = resize(model.single_scale(model.normalize(views[0]))[None], (100, 140), "bilinear")[0]
+    finally:
+        model.aug_ratios, model.aug_flip = (), False
+    assert probs.shape == (6, 100, 140)
+    torch.testing.assert_close(probs.sum(0), torch.ones(100, 140))
+    torch.testing.assert_close(one, expected.softmax(0))
 
 
 # --------------------------------------------------------------------------------------- bad samples

@@ -4,6 +4,7 @@
     python tools/benchmark.py ops [--device cpu|cuda] [--repeat 3]
     python tools/benchmark.py backbones [--device cpu|cuda] [--size 512] [--variants dat_pp_tiny davit_tiny ...]
     python tools/benchmark.py model --config-file CFG [--device cpu|cuda] [--size H W] [--opts KEY VALUE ...]
+    python tools/benchmark.py resize [--size 512] [--repeat 3]
 
 ops: each custom op at a realistic size (MSDeformAttn as in a Mask2Former pixel decoder on a 512x512
 image; DCNv3 as in InternImage-T stage 1; DSCN as in DSAN-T stage 1; NA as in DAT++-T stage 1), forward
@@ -12,6 +13,9 @@ backbones: images/s and peak memory of every variant in configs/backbones at SIZ
 compiled kernels and (baseline) with the reference ops.
 model: one inference of the whole model of a config (random weights; the config's test mode: whole / slide /
 multi-scale, semantic / panoptic / instance) on an H x W image: seconds, weights and peak memory above them.
+resize: the test-time image resize of each INPUT.RESIZE_BACKEND (cv2 = the mmcv pipelines' pixels) on a
+photograph scaled to 2.5x, down to a SIZE short side and up to 2x that: milliseconds per image and the ratio to
+torchvision's.
 
 Times are the best of --repeat runs after one warm-up. Peak memory: the allocator's peak above what was
 allocated before the call (CUDA allocator statistics on GPU, the profiler's CPU memory events on CPU).
@@ -222,6 +226,28 @@ def bench_model(args):
     _print_table(headers, [row])
 
 
+def bench_resize(args):
+    import cv2
+    import matplotlib
+    from torchvision import tv_tensors
+
+    from dense.data.transforms import RESIZE_BACKENDS, rescale_size, resize_sample
+
+    photo = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data", "grace_hopper.jpg")
+    bgr = cv2.imread(photo, cv2.IMREAD_COLOR)
+    bgr = cv2.resize(bgr, (bgr.shape[1] * 5 // 2, bgr.shape[0] * 5 // 2))
+    sample = {"image": tv_tensors.Image(torch.from_numpy(bgr).permute(2, 0, 1).contiguous())}
+    h, w = bgr.shape[:2]
+    rows = []
+    for name, short in (("down", args.size), ("up", 2 * h)):
+        size = rescale_size(h, w, float("inf"), short)
+        ms = {b: best_time(lambda b=b, size=size: resize_sample(sample, *size, b), "cpu", args.repeat) * 1e3
+              for b in RESIZE_BACKENDS}
+        rows += [[f"{name} {h}x{w} -> {size[0]}x{size[1]}", b, f"{t:.2f}", f"{t / ms['torchvision']:.2f}"]
+                 for b, t in ms.items()]
+    _print_table(["resize", "backend", "ms / image", "x torchvision"], rows)
+
+
 def _print_table(headers, rows):
     from tabulate import tabulate
 
@@ -230,7 +256,7 @@ def _print_table(headers, rows):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["ops", "backbones", "model"])
+    p.add_argument("what", choices=["ops", "backbones", "model", "resize"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--size", type=int, nargs="+", default=[512], help="image side, or height and width (model)")
@@ -243,7 +269,7 @@ def main():
         p.error("model needs --config-file")
     if args.what != "model":
         args.size = args.size[0]
-    {"ops": bench_ops, "backbones": bench_backbones, "model": bench_model}[args.what](args)
+    {"ops": bench_ops, "backbones": bench_backbones, "model": bench_model, "resize": bench_resize}[args.what](args)
 
 
 if __name__ == "__main__":

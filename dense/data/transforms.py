@@ -16,9 +16,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-__all__ = ["Compose", "ResizeRatioRange", "ResizeShortestEdge", "RandomCropCatMax", "RandomCropRange", "RandomEither",
-           "RandomFlip", "PhotoMetricDistortion", "ResizeScale", "FixedSizeCrop", "build_transforms",
-           "build_detection_transforms", "build_lsj_transforms"]
+__all__ = ["RESIZE_BACKENDS", "resize_sample", "rescale_size", "Compose", "ResizeRatioRange", "ResizeShortestEdge",
+           "RandomCropCatMax", "RandomCropRange", "RandomEither", "RandomFlip", "PhotoMetricDistortion",
+           "ResizeScale", "FixedSizeCrop", "build_transforms", "build_detection_transforms", "build_lsj_transforms"]
 
 
 def _uniform(low: float, high: float) -> float:
@@ -35,9 +35,49 @@ def _size(sample: dict) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def _resize(sample: dict, h: int, w: int) -> dict:
-    return {k: TF.resize(v, [h, w], interpolation=InterpolationMode.BILINEAR, antialias=False)
-            for k, v in sample.items()}
+def _resize_torchvision(v: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """torchvision: bilinear without antialiasing for images, nearest for masks, scaled coordinates for boxes."""
+    return TF.resize(v, [h, w], interpolation=InterpolationMode.BILINEAR, antialias=False)
+
+
+def _resize_cv2(v: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """mmcv.imresize: cv2.resize on the uint8 HWC array, INTER_LINEAR for images and INTER_NEAREST for label maps and
+    masks (mmseg / mmdet pipelines); boxes are scaled as torchvision does (mmdet: x * new_w / w)."""
+    if isinstance(v, tv_tensors.BoundingBoxes):
+        return TF.resize(v, [h, w])
+    image = isinstance(v, tv_tensors.Image)
+    data = v.as_subclass(torch.Tensor)
+    if data.shape[-2:] == (h, w):
+        return v
+    if image or data.ndim == 3:  # [C, H, W] image or [N, H, W] masks: channels last for cv2
+        if data.shape[0] == 0:
+            return tv_tensors.wrap(data.new_zeros((0, h, w)), like=v)
+        arr = data.permute(1, 2, 0).numpy()
+    else:
+        arr = data.numpy()
+    dtype = arr.dtype
+    if dtype == np.bool_ or dtype == np.int64:  # cv2 has no bool / int64 images: nearest is exact in uint8 / int32
+        arr = arr.astype(np.uint8 if dtype == np.bool_ or arr.max(initial=0) < 256 else np.int32)
+    out = cv2.resize(np.ascontiguousarray(arr), (w, h), interpolation=cv2.INTER_LINEAR if image else cv2.INTER_NEAREST)
+    out = out.reshape(h, w, -1) if (image or data.ndim == 3) else out
+    out = torch.from_numpy(out.astype(dtype, copy=False))
+    return tv_tensors.wrap(out.permute(2, 0, 1).contiguous() if (image or data.ndim == 3) else out, like=v)
+
+
+# INPUT.RESIZE_BACKEND: how images (and their label maps / masks) are resized
+RESIZE_BACKENDS = {"torchvision": _resize_torchvision, "cv2": _resize_cv2}
+
+
+def resize_sample(sample: dict, h: int, w: int, backend: str = "torchvision") -> dict:
+    """Every tv_tensor of ``sample`` resized to h x w by ``backend`` (a key of RESIZE_BACKENDS)."""
+    fn = RESIZE_BACKENDS[backend]
+    return {k: fn(v, h, w) for k, v in sample.items()}
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in RESIZE_BACKENDS:
+        raise ValueError(f"INPUT.RESIZE_BACKEND must be one of {sorted(RESIZE_BACKENDS)}, got '{backend}'")
+    return backend
 
 
 class Compose:
@@ -64,24 +104,28 @@ class ResizeRatioRange:
     """mmseg ``Resize(img_scale=(long, short), ratio_range=(lo, hi), keep_ratio=True)``: draw r in
     [lo, hi), then keep-ratio rescale to fit (long*r, short*r)."""
 
-    def __init__(self, long_edge: int, short_edge: int, ratio_range: tuple[float, float]):
+    def __init__(self, long_edge: int, short_edge: int, ratio_range: tuple[float, float], backend: str = "torchvision"):
         self.long_edge, self.short_edge, self.ratio_range = long_edge, short_edge, ratio_range
+        self.backend = _check_backend(backend)
 
     def __call__(self, sample: dict) -> dict:
         r = _uniform(*self.ratio_range)
-        return _resize(sample, *rescale_size(*_size(sample), self.long_edge * r, self.short_edge * r))
+        size = rescale_size(*_size(sample), self.long_edge * r, self.short_edge * r)
+        return resize_sample(sample, *size, self.backend)
 
 
 class ResizeShortestEdge:
     """Detectron2 ``ResizeShortestEdge``: short side from ``short_edge_lengths`` ("choice": one of them,
     "range": uniform between the two), long side capped at ``max_size``."""
 
-    def __init__(self, short_edge_lengths: tuple[int, ...], max_size: int, sample_style: str = "choice"):
+    def __init__(self, short_edge_lengths: tuple[int, ...], max_size: int, sample_style: str = "choice",
+                 backend: str = "torchvision"):
         if sample_style not in ("choice", "range"):
             raise ValueError(f"sample_style must be 'choice' or 'range', got '{sample_style}'")
         if sample_style == "range" and len(short_edge_lengths) != 2:
             raise ValueError(f"'range' sampling needs two sizes (min, max), got {short_edge_lengths}")
         self.lengths, self.max_size, self.style = tuple(short_edge_lengths), max_size, sample_style
+        self.backend = _check_backend(backend)
 
     def __call__(self, sample: dict) -> dict:
         if self.style == "range":
@@ -89,7 +133,7 @@ class ResizeShortestEdge:
         else:
             short = self.lengths[_randint(0, len(self.lengths))]
         h, w = _size(sample)
-        return _resize(sample, *rescale_size(h, w, self.max_size or float("inf"), short))
+        return resize_sample(sample, *rescale_size(h, w, self.max_size or float("inf"), short), self.backend)
 
 
 class RandomCropCatMax:
@@ -212,7 +256,7 @@ class ResizeScale:
         s = _uniform(self.min_scale, self.max_scale)
         h, w = _size(sample)
         scale = min(self.target[0] * s / h, self.target[1] * s / w)
-        return _resize(sample, int(np.round(h * scale)), int(np.round(w * scale)))
+        return resize_sample(sample, int(np.round(h * scale)), int(np.round(w * scale)))
 
 
 class FixedSizeCrop:
@@ -251,12 +295,15 @@ def _train_resize(inp):
     if inp.MIN_SIZE_TRAIN_SAMPLING == "ratio_range":
         if len(inp.MIN_SIZE_TRAIN) != 1:
             raise ValueError("INPUT.MIN_SIZE_TRAIN must hold one size with MIN_SIZE_TRAIN_SAMPLING 'ratio_range'")
-        return ResizeRatioRange(inp.MAX_SIZE_TRAIN, inp.MIN_SIZE_TRAIN[0], tuple(inp.RESIZE_RATIO_RANGE))
-    return ResizeShortestEdge(inp.MIN_SIZE_TRAIN, inp.MAX_SIZE_TRAIN, inp.MIN_SIZE_TRAIN_SAMPLING)
+        return ResizeRatioRange(inp.MAX_SIZE_TRAIN, inp.MIN_SIZE_TRAIN[0], tuple(inp.RESIZE_RATIO_RANGE),
+                                inp.RESIZE_BACKEND)
+    return ResizeShortestEdge(inp.MIN_SIZE_TRAIN, inp.MAX_SIZE_TRAIN, inp.MIN_SIZE_TRAIN_SAMPLING, inp.RESIZE_BACKEND)
 
 
 def _test_resize(inp) -> Compose:
-    return Compose([ResizeShortestEdge((inp.MIN_SIZE_TEST,), inp.MAX_SIZE_TEST)] if inp.MIN_SIZE_TEST > 0 else [])
+    """mmcv.imrescale's keep-ratio rule to fit (MAX_SIZE_TEST, MIN_SIZE_TEST), resized by INPUT.RESIZE_BACKEND."""
+    return Compose([ResizeShortestEdge((inp.MIN_SIZE_TEST,), inp.MAX_SIZE_TEST, backend=inp.RESIZE_BACKEND)]
+                   if inp.MIN_SIZE_TEST > 0 else [])
 
 
 def build_transforms(cfg, is_train: bool) -> Compose:
@@ -293,7 +340,8 @@ def build_detection_transforms(cfg, is_train: bool) -> Compose:
     augs = [RandomFlip(inp.FLIP_PROB)] if inp.FLIP_PROB > 0 else []
     resize = _train_resize(inp)
     if inp.CROP.ENABLED:
-        crop = [ResizeShortestEdge(inp.CROP.RESIZE_BEFORE, inp.MAX_SIZE_TRAIN)] if inp.CROP.RESIZE_BEFORE else []
+        crop = [ResizeShortestEdge(inp.CROP.RESIZE_BEFORE, inp.MAX_SIZE_TRAIN, backend=inp.RESIZE_BACKEND)
+                ] if inp.CROP.RESIZE_BEFORE else []
         size = () if inp.CROP.SIZE_RANGE else inp.CROP.SIZE
         crop += [RandomCropRange(size, inp.CROP.SIZE_RANGE), resize]
         augs.append(RandomEither(Compose(crop), Compose([resize]), inp.CROP.PROB))

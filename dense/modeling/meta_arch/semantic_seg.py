@@ -48,7 +48,10 @@ class SemanticSegmentor(PixelNormalizer):
 
     Inference modes (TEST.MODE): "whole" (the image, padded to the backbone's divisibility) or "slide"
     (TEST.SLIDE.CROP_SIZE windows every TEST.SLIDE.STRIDE, logits averaged where windows overlap).
-    TEST.AUG: the image resized by each ratio (and flipped), softmax probabilities averaged at the input size.
+    TEST.AUG (mmseg's ``--aug-test``): the views the mapper made from the original image (``aug_images``, one per
+    ratio), each as is and flipped when TEST.AUG.FLIP, in that order; each view's logits resized to the output size,
+    softmax, flip undone, the probabilities averaged. An input without ``aug_images`` gets views resized from its
+    ``image`` by each ratio instead.
     """
 
     def __init__(self, *, backbone: Backbone, neck: nn.Module | None, sem_seg_head: DecodeHead,
@@ -90,8 +93,12 @@ class SemanticSegmentor(PixelNormalizer):
         for x in batched_inputs:
             image = self.normalize(x["image"])
             h, w = image.shape[-2:]
+            size = (x.get("height", h), x.get("width", w))
+            if self.aug_ratios and "aug_images" in x:
+                results.append({"sem_seg": self.aug_inference([self.normalize(v) for v in x["aug_images"]], size)})
+                continue
             out = self.inference(image)
-            results.append({"sem_seg": resize(out[None], (x.get("height", h), x.get("width", w)), "bilinear")[0]})
+            results.append({"sem_seg": resize(out[None], size, "bilinear")[0]})
         return results
 
     def losses(self, batched_inputs: list[dict]) -> dict[str, torch.Tensor]:
@@ -127,6 +134,20 @@ class SemanticSegmentor(PixelNormalizer):
                 probs = probs + resize(p[None], (h, w), "bilinear")[0]
                 views += 1
         return probs / views
+
+    def aug_inference(self, views: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """mmseg's aug_test: normalised views [3, h_i, w_i] (ratio order) -> class probabilities [K, *size], the
+        mean over the views (each also flipped with TEST.AUG.FLIP, right after it) of softmax(logits resized to
+        ``size``), flips undone."""
+        probs, n = 0, 0
+        align = getattr(self.sem_seg_head, "align_corners", False)
+        for view in views:
+            for flip in ([False, True] if self.aug_flip else [False]):
+                logits = self.single_scale(view.flip(-1) if flip else view)
+                p = resize(logits[None], size, "bilinear", align)[0].softmax(0)
+                probs = probs + (p.flip(-1) if flip else p)
+                n += 1
+        return probs / n
 
     def single_scale(self, image: torch.Tensor) -> torch.Tensor:
         """Logits [K, H, W] of one normalised image [3, H, W] in the configured mode."""
