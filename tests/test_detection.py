@@ -563,3 +563,22 @@ def test_paper_configs_train_a_step_and_infer(config):
     with torch.no_grad():
         out = model([{k: v for k, v in x.items() if k != "instances"} for x in batch])
     assert [o["instances"].image_size for o in out] == [(64, 96), (80, 64)]
+
+
+@pytest.mark.parametrize("rule,min_size,kept", [("strict", 0.0, 2), ("inclusive", 0.0, 3), ("strict", 10.0, 0),
+                                                ("inclusive", 10.0, 2)])
+def test_rpn_min_size_rule_of_each_mmdet_version(rule, min_size, kept):
+    """MODEL.RPN.MIN_SIZE_RULE: mmdet >= 2.18 ("strict") drops a proposal clipped to zero width at MIN_SIZE 0 and
+    keeps sides > MIN_SIZE; mmdet < 2.18 ("inclusive", DaViT's 2.11) filters only when MIN_SIZE > 0, keeping sides
+    >= MIN_SIZE."""
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "tests", "configs", "tiny_mask_rcnn.yaml"))
+    cfg.merge_from_list(["MODEL.RPN.MIN_SIZE_RULE", rule, "MODEL.RPN.MIN_SIZE", min_size, "MODEL.DEVICE", "cpu"])
+    rpn = build_model(cfg).eval().rpn_head
+    anchors = [torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0], [60.0, 0.0, 70.0, 10.0]])]
+    logits, deltas = [torch.tensor([[3.0, 2.0, 1.0]])], [torch.zeros(1, 3, 4)]  # boxes = anchors; the last one
+    proposals = rpn.proposals(anchors, logits, deltas, [(50, 50)])[0]  # is clipped to x 50..50 (zero width)
+    assert len(proposals) == kept
+    with pytest.raises(ValueError, match="MODEL.RPN.MIN_SIZE_RULE must be"):
+        cfg.MODEL.RPN.MIN_SIZE_RULE = "2.11"
+        build_model(cfg)

@@ -139,6 +139,7 @@ _C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 1000  # proposals kept per image after NMS in
 _C.MODEL.RPN.POST_NMS_TOPK_TEST = 1000  # ... at inference
 _C.MODEL.RPN.NMS_THRESH = 0.7  # NMS IoU, within each level
 _C.MODEL.RPN.MIN_SIZE = 0.0  # proposals with a side <= this (px) are dropped (mmdet min_bbox_size)
+_C.MODEL.RPN.MIN_SIZE_RULE = "strict"  # "strict": side <= MIN_SIZE dropped, zero-size boxes too at 0 (mmdet >= 2.18); "inclusive": side < MIN_SIZE dropped only when MIN_SIZE > 0 (mmdet < 2.18, DaViT's 2.11)
 
 _C.MODEL.ROI_HEADS = CN()
 _C.MODEL.ROI_HEADS.NUM_CLASSES = 80  # object classes (no background)

@@ -24,16 +24,23 @@ class RPNHead(nn.Module):
     ``positive_fraction`` (torchvision's sampler = mmdet's RandomSampler); ``loss_rpn_cls`` is the binary
     cross-entropy over the sampled anchors and ``loss_rpn_bbox`` the L1 / smooth-L1 of the positive deltas, both
     summed over the batch and divided by the number of sampled anchors.
-    Proposals (no gradient): per level the ``pre_nms_topk`` best, decoded and clipped to the image, boxes with a
-    side <= ``min_size`` dropped, NMS within each level at ``nms_thresh``, the ``post_nms_topk`` best kept.
+    Proposals (no gradient): per level the ``pre_nms_topk`` best, decoded and clipped to the image, small boxes
+    dropped by ``min_size_rule``, NMS within each level at ``nms_thresh``, the ``post_nms_topk`` best kept.
+    ``min_size_rule`` (mmdet changed it in 2.18): "strict" drops boxes with a side <= ``min_size``, also at 0 (zero
+    width or height; mmdet >= 2.18); "inclusive" drops boxes with a side < ``min_size`` only when it is > 0, keeping
+    zero-size boxes at 0 (mmdet < 2.18, e.g. the 2.11 of DaViT's released detectors).
     """
 
     def __init__(self, *, in_features: list[str], in_channels: int, anchor_generator: AnchorGenerator,
                  matcher: MaxIoUMatcher, box_coder: BoxCoder, batch_size_per_image: int = 256,
                  positive_fraction: float = 0.5, smooth_l1_beta: float = 0.0,
                  pre_nms_topk: tuple[int, int] = (2000, 1000), post_nms_topk: tuple[int, int] = (1000, 1000),
-                 nms_thresh: float = 0.7, min_size: float = 0.0):
+                 nms_thresh: float = 0.7, min_size: float = 0.0, min_size_rule: str = "strict"):
         super().__init__()
+        if min_size_rule not in ("strict", "inclusive"):
+            raise ValueError(f"MODEL.RPN.MIN_SIZE_RULE must be 'strict' (mmdet >= 2.18) or 'inclusive' (mmdet < 2.18), "
+                             f"got '{min_size_rule}'")
+        self.min_size_rule = min_size_rule
         num_anchors = anchor_generator.num_anchors
         self.rpn_conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
         self.rpn_cls = nn.Conv2d(in_channels, num_anchors, 1)
@@ -61,7 +68,7 @@ class RPNHead(nn.Module):
                    positive_fraction=r.POSITIVE_FRACTION, smooth_l1_beta=r.SMOOTH_L1_BETA,
                    pre_nms_topk=(r.PRE_NMS_TOPK_TRAIN, r.PRE_NMS_TOPK_TEST),
                    post_nms_topk=(r.POST_NMS_TOPK_TRAIN, r.POST_NMS_TOPK_TEST), nms_thresh=r.NMS_THRESH,
-                   min_size=r.MIN_SIZE)
+                   min_size=r.MIN_SIZE, min_size_rule=r.MIN_SIZE_RULE)
 
     def forward(self, features: dict[str, torch.Tensor], image_sizes: list[tuple[int, int]],
                 gt_boxes: list[torch.Tensor] | None = None, padded_sizes: list[tuple[int, int]] | None = None
@@ -122,8 +129,12 @@ class RPNHead(nn.Module):
             boxes = clip_boxes_to_image(torch.cat(boxes), size)
             scores, levels = torch.cat(scores), torch.cat(levels)
             wh = boxes[:, 2:] - boxes[:, :2]
-            valid = (wh > self.min_size).all(dim=1)
-            boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
+            if self.min_size_rule == "strict":
+                valid = (wh > self.min_size).all(dim=1)
+                boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
+            elif self.min_size > 0:
+                valid = (wh >= self.min_size).all(dim=1)
+                boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
             keep = batched_nms(boxes, scores, levels, self.nms_thresh)[:post]
             out.append(boxes[keep])
         return out
