@@ -1,4 +1,4 @@
-"""Helpers to run a backbone golden file (../shared/golden) through dense's checkpoint loading."""
+"""Helpers to run a backbone golden file (tests/data/parity/golden) through dense's checkpoint loading."""
 import os
 
 import torch
@@ -12,7 +12,7 @@ from shared_data import golden_tools, shared_file
 
 
 def load_golden(name: str) -> dict:
-    """A golden file of ../shared/golden (skips the test when the shared data is absent)."""
+    """A golden file of tests/data/parity/golden (the test fails when it is absent)."""
     return torch.load(shared_file(f"{name}.pt"), weights_only=False)
 
 

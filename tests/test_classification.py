@@ -1,4 +1,5 @@
-"""ImageNet classification: the ImageClassifier against the authors' classification code (shared/golden/cls), the
+"""ImageNet classification: the ImageClassifier against the authors' classification code
+(tests/data/parity/golden/cls), the
 released parameter counts of every published row, the papers' evaluation transforms on a real JPEG, training on the
 synthetic classification set, and the errors a user meets."""
 import json
@@ -86,7 +87,8 @@ def _meta_classifier(config: str) -> ImageClassifier:
         return ImageClassifier.from_config(cfg)
 
 
-# whole-model parameters of the released classification models (shared/golden/keys: the upstream constructors)
+# whole-model parameters of the released classification models (tests/data/parity/golden/keys: the upstream
+# constructors)
 PARAMS = {"dat_tiny": 28_319_138, "dat_small": 49_700_402, "dat_base": 87_881_632, "dat_base_384": 88_178_272,
           "dat_pp_tiny": 23_962_876, "dat_pp_small": 53_127_366, "dat_pp_base": 93_690_640,
           "dat_pp_base_384": 93_690_640, "davit_tiny": 28_360_168, "davit_small": 49_745_896,
@@ -100,7 +102,7 @@ def test_parameter_counts_equal_the_released_classifiers(row):
 
 
 def test_parameter_counts_agree_with_the_key_tables():
-    """The numbers above are the upstream constructors' counts recorded in shared/golden/keys."""
+    """The numbers above are the upstream constructors' counts recorded in tests/data/parity/golden/keys."""
     dat = json.load(open(shared_file("keys", "dat_keys.json")))
     davit = json.load(open(shared_file("keys", "davit_keys.json")))
     dsan = json.load(open(shared_file("keys", "dsan_keys.json")))["variants"]

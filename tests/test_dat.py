@@ -33,7 +33,7 @@ def test_dat_pp_tiny_golden(tmp_path, backend):
 @pytest.mark.parametrize("variant,expected", [("tiny", 23_450_772), ("small", 52_359_710), ("base", 92_667_432)])
 def test_dat_pp_param_counts(variant, expected):
     """The upstream dense backbones (LeapLabTHU/DAT-Segmentation DAT, incl. norms.0-3), as counted from the
-    upstream constructors in shared/golden/keys/dat_keys.json."""
+    upstream constructors in tests/data/parity/golden/keys/dat_keys.json."""
     assert param_count(f"dat_pp_{variant}.yaml") == expected
 
 
@@ -73,7 +73,7 @@ def test_dat_classification_checkpoint_loads_backbone_and_drops_classifier(tmp_p
 
 VARIANTS = ["tiny", "small", "base", "base_384"]
 # (dense backbone incl. norms.0-3, classification model incl. cls_norm + cls_head) as counted from the upstream
-# constructors (shared/golden/keys/dat_keys.json: n_params_total); published 28M / 50M / 88M / 88M
+# constructors (tests/data/parity/golden/keys/dat_keys.json: n_params_total); published 28M / 50M / 88M / 88M
 COUNTS = {"tiny": (27_551_482, 28_319_138), "small": (48_932_746, 49_700_402), "base": (86_858_424, 87_881_632),
           "base_384": (87_155_064, 88_178_272)}
 

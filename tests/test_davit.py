@@ -19,7 +19,7 @@ def test_davit_tiny_golden(tmp_path):
 @pytest.mark.parametrize("variant,expected", [("tiny", 27_592_512), ("small", 48_978_240), ("base", 86_931_200)])
 def test_davit_param_counts(variant, expected):
     """Official dense backbones (dingmyu/davit mmdet/mmseg DaViT, incl. norm0..3), as counted from the
-    upstream code in shared/golden/keys/davit_keys.json."""
+    upstream code in tests/data/parity/golden/keys/davit_keys.json."""
     assert param_count(f"davit_{variant}.yaml") == expected
 
 

@@ -288,7 +288,7 @@ def _load_stand_in(model, keys, tmp_path):
     return sd
 
 
-# released backbone key tables (shared/golden/keys): DaViT's det/seg form and DAT++'s dense form
+# released backbone key tables (tests/data/parity/golden/keys): DaViT's det/seg form and DAT++'s dense form
 RELEASED_BACKBONES = {
     "davit_tiny": ("davit_keys.json", "tiny", "det_seg", [96, 192, 384, 768], "backbone.norm0."),
     "dat_pp_tiny": ("dat_keys.json", "dat_pp_tiny", "dense", [64, 128, 256, 512], "backbone.norms.0."),

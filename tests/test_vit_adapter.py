@@ -21,7 +21,7 @@ from shared_data import shared_file
 from golden_utils import (assert_matches, load_golden, load_released, model_from_config, released_checkpoint,
                           stand_in_weights)
 
-N_PARAMS = {  # upstream backbones built with each released config (shared/golden/keys/vit_adapter_keys.json)
+N_PARAMS = {  # upstream backbones built with each released config (tests/data/parity/golden/keys/vit_adapter_keys.json)
     "vit_adapter_tiny": 7966640, "vit_adapter_small": 27503888, "vit_adapter_base": 99495392,
     "vit_adapter_base_augreg384": 99787232, "vit_adapter_large_augreg384": 326973632,
     "vit_adapter_base_light": 91394432, "beit_adapter_base_512": 99907616, "beit_adapter_base_480": 99837344,
@@ -78,7 +78,7 @@ def golden_tiny(tmp_path_factory):
 
 @pytest.mark.parametrize("backend", ops.available_backends("cpu", "ms_deform_attn"))
 def test_vit_adapter_tiny_golden(golden_tiny, backend):
-    """Features equal shared/golden/vit_adapter_tiny.pt through each MSDeformAttn backend."""
+    """Features equal tests/data/parity/golden/vit_adapter_tiny.pt through each MSDeformAttn backend."""
     g, model = golden_tiny
     with torch.no_grad(), ops.use_backend(backend):
         out = model.backbone(g["input"])
