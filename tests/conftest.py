@@ -41,6 +41,13 @@ def tiny_cfg(synthetic_root, tmp_path):
     return cfg
 
 
+def sample_photo() -> str:
+    """A real JPEG photograph shipped by a pip package: matplotlib's sample_data/grace_hopper.jpg (600 x 512)."""
+    import matplotlib
+
+    return os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data", "grace_hopper.jpg")
+
+
 def run_tool(args, timeout=600, env=None, check=True):
     """Run a tools/ script (or torchrun) in a subprocess from the repository root."""
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))

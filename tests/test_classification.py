@@ -13,7 +13,7 @@ from dense.checkpoint import DenseCheckpointer
 from dense.config import get_cfg
 from dense.modeling.meta_arch import ImageClassifier
 
-from conftest import PY, REPO, run_tool
+from conftest import PY, REPO, run_tool, sample_photo
 from golden_utils import load_golden, model_from_config, released_checkpoint
 from shared_data import golden_tools, shared_file
 
@@ -121,13 +121,6 @@ def test_every_config_is_a_row():
 
 
 # ------------------------------------------------------------------ evaluation transforms
-def _photo() -> str:
-    """A real JPEG photograph shipped by a pip package (matplotlib, a pycocotools dependency): 512 x 600."""
-    import matplotlib
-
-    return os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data", "grace_hopper.jpg")
-
-
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 # each row's evaluation transform as its authors' code writes it: (Resize argument, CenterCrop or None, mean / std)
 PAPER_EVAL = {
@@ -150,7 +143,7 @@ def _paper_transform(row: str) -> torch.Tensor:
     size, crop, (mean, std) = PAPER_EVAL[row]
     steps = [T.Resize(size, interpolation=T.InterpolationMode.BICUBIC)] + ([T.CenterCrop(crop)] if crop else [])
     steps += [T.ToTensor(), T.Normalize(mean, std)]
-    with open(_photo(), "rb") as f:
+    with open(sample_photo(), "rb") as f:
         return T.Compose(steps)(Image.open(f).convert("RGB"))
 
 
@@ -160,7 +153,7 @@ def _dense_input(row: str) -> torch.Tensor:
 
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", "imagenet", f"{row}.yaml"))
-    out = build_mapper(cfg, is_train=False)({"file_name": _photo(), "label": 3})
+    out = build_mapper(cfg, is_train=False)({"file_name": sample_photo(), "label": 3})
     assert out["image"].dtype == torch.uint8 and out["label"] == 3 and (out["height"], out["width"]) == (600, 512)
     mean, std = torch.tensor(cfg.MODEL.PIXEL_MEAN), torch.tensor(cfg.MODEL.PIXEL_STD)
     return (out["image"].float() - mean[:, None, None]) / std[:, None, None]
@@ -297,7 +290,7 @@ def test_corrupt_jpeg_is_an_error_or_a_counted_skip(synthetic_cls, tmp_path):
     from dense.data.build import MapDataset
 
     bad = tmp_path / "broken.jpg"
-    bad.write_bytes(open(_photo(), "rb").read()[:300])
+    bad.write_bytes(open(sample_photo(), "rb").read()[:300])
     cfg = _tiny_cfg(tmp_path)
     mapper = build_mapper(cfg, is_train=True)
     with pytest.raises(BadSampleError, match="broken.jpg.*corrupt or truncated"):
@@ -363,7 +356,7 @@ def test_readme_classification_commands(tmp_path):
     demo = commands[2]
     g = load_golden("cls/dsan_t")
     released_checkpoint(g, str(tmp_path / "dsan_t.pth.tar"))
-    (tmp_path / "photo.jpg").write_bytes(open(_photo(), "rb").read())
+    (tmp_path / "photo.jpg").write_bytes(open(sample_photo(), "rb").read())
     files = {"python": PY, "photo.jpg": str(tmp_path / "photo.jpg"), "vis/": str(tmp_path / "vis"),
              "dsan_t.pth.tar": str(tmp_path / "dsan_t.pth.tar")}  # the command's files, here in tmp_path
     proc = run_tool([files.get(a, a) for a in demo] + ["MODEL.DEVICE", "cpu"])
@@ -380,9 +373,10 @@ def test_randaugment_posterize_at_full_magnitude():
     from timm.data.auto_augment import AugmentOp
 
     op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)
-    out = op(Image.open(_photo()).convert("RGB"))
+    out = op(Image.open(sample_photo()).convert("RGB"))
     assert np_max(out) == 0
-    assert np_max(AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=5)(Image.open(_photo()).convert("RGB"))) > 0
+    photo = Image.open(sample_photo()).convert("RGB")
+    assert np_max(AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=5)(photo)) > 0
 
 
 def np_max(img) -> int:

@@ -13,7 +13,7 @@ from dense.config import get_cfg
 from dense.data import build_mapper
 from dense.data.transforms import rescale_size
 
-from conftest import REPO
+from conftest import REPO, sample_photo
 
 PARITY = os.path.join(REPO, "tests", "data", "parity", "mmseg_ade20k_test_pipeline.pt")
 DAVIT_UPERNET = os.path.join(REPO, "configs", "ade20k", "upernet", "davit_tiny_160k.yaml")
@@ -24,19 +24,14 @@ def reference():
     return torch.load(PARITY, weights_only=True)
 
 
-def _photo() -> str:
-    import matplotlib
-
-    return os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data", "grace_hopper.jpg")
-
 
 def _image_file(name: str, entry: dict, tmp_path) -> str:
     """The reference's input file: the JPEG, or its crop saved losslessly (the generator's recipe)."""
     if entry["crop"] is None:
-        return _photo()
+        return sample_photo()
     y0, y1, x0, x1 = entry["crop"]
     path = str(tmp_path / f"{name}.png")
-    cv2.imwrite(path, cv2.imread(_photo(), cv2.IMREAD_COLOR)[y0:y1, x0:x1])
+    cv2.imwrite(path, cv2.imread(sample_photo(), cv2.IMREAD_COLOR)[y0:y1, x0:x1])
     return path
 
 
@@ -56,8 +51,8 @@ def _mapped_bgr(config: str, path: str, opts=()) -> np.ndarray:
 
 def test_reference_input_is_this_photograph(reference):
     src = reference["source"]
-    assert hashlib.sha256(open(_photo(), "rb").read()).hexdigest() == src["sha256"]
-    assert _sha(cv2.imread(_photo(), cv2.IMREAD_COLOR)) == src["decoded_bgr_sha256"]
+    assert hashlib.sha256(open(sample_photo(), "rb").read()).hexdigest() == src["sha256"]
+    assert _sha(cv2.imread(sample_photo(), cv2.IMREAD_COLOR)) == src["decoded_bgr_sha256"]
 
 
 @pytest.mark.parametrize("name", ["grace_hopper", "crop_333x493", "crop_599x511", "crop_547x37", "crop_29x500"])

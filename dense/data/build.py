@@ -16,7 +16,8 @@ from .annotations import check_instance_annotations
 from .io import BadSampleError
 from .samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
 
-__all__ = ["get_dataset_dicts", "MapDataset", "build_train_loader", "build_test_loader", "trivial_batch_collator"]
+__all__ = ["get_dataset_dicts", "train_records", "MapDataset", "build_train_loader", "build_test_loader",
+           "trivial_batch_collator"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,13 @@ def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def train_records(cfg) -> list[dict]:
+    """The records of DATASETS.TRAIN as training uses them (bad samples, annotation checks, empty images per
+    DATALOADER)."""
+    return get_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+                             on_bad_sample=cfg.DATALOADER.ON_BAD_SAMPLE, check_annotations=True)
+
+
 def build_train_loader(cfg, mapper: Callable[[dict], dict], seed: int, start_iter: int = 0,
                        records: list[dict] | None = None) -> DataLoader:
     """Infinite training loader over DATASETS.TRAIN yielding lists of SOLVER.IMS_PER_BATCH / world_size
@@ -121,8 +129,7 @@ def build_train_loader(cfg, mapper: Callable[[dict], dict], seed: int, start_ite
         raise ValueError(f"SOLVER.IMS_PER_BATCH ({total}) must be divisible by the number of processes ({world})")
     policy = cfg.DATALOADER.ON_BAD_SAMPLE
     if records is None:
-        records = get_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-                                    on_bad_sample=policy, check_annotations=True)
+        records = train_records(cfg)
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
         if any("height" not in r or "width" not in r for r in records):
             raise ValueError("DATALOADER.ASPECT_RATIO_GROUPING needs 'height' and 'width' in every record (COCO-style "

@@ -14,7 +14,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import DenseCheckpointer
-from ..data import build_test_loader, build_train_loader, get_dataset_dicts
+from ..data import build_test_loader, build_train_loader
+from ..data.build import train_records
 from ..data.mappers import build_mapper
 from ..evaluation import DatasetEvaluator, build_evaluator, inference_on_dataset
 from ..modeling import build_model
@@ -59,8 +60,10 @@ class Trainer:
     """
 
     def __init__(self, cfg):
+        self._train_records = None  # listed here once when the schedule is in epochs, reused by the loader
         if cfg.SOLVER.EPOCHS > 0:
-            cfg = resolve_epochs(cfg, len(get_dataset_dicts(cfg.DATASETS.TRAIN)))
+            self._train_records = train_records(cfg)
+            cfg = resolve_epochs(cfg, len(self._train_records))
             logger.info(f"SOLVER.EPOCHS {cfg.SOLVER.EPOCHS}: {cfg.SOLVER.MAX_ITER} iterations")
         self.cfg = cfg
         if comm.is_main_process():
@@ -103,8 +106,8 @@ class Trainer:
         return build_mapper(cfg, is_train)
 
     @classmethod
-    def build_train_loader(cls, cfg, seed: int, start_iter: int):
-        return build_train_loader(cfg, cls.build_mapper(cfg, True), seed=seed, start_iter=start_iter)
+    def build_train_loader(cls, cfg, seed: int, start_iter: int, records: list[dict] | None = None):
+        return build_train_loader(cfg, cls.build_mapper(cfg, True), seed=seed, start_iter=start_iter, records=records)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name: str):
@@ -147,7 +150,7 @@ class Trainer:
     def train(self) -> dict:
         """Run from ``start_iter`` to MAX_ITER; returns the last evaluation results (main process)."""
         logger.info(f"Starting training from iteration {self.start_iter}")
-        self._data_iter = iter(self.build_train_loader(self.cfg, self.seed, self.start_iter))
+        self._data_iter = iter(self.build_train_loader(self.cfg, self.seed, self.start_iter, self._train_records))
         self.iter = self.start_iter
         with EventStorage(self.start_iter) as self.storage:
             for h in self._hooks:

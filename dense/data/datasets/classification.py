@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 
 import cv2
 import numpy as np
 
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .sem_seg import dataset_root, require_dir
+from .synthetic import generate_once
 
 __all__ = ["IMAGE_EXTENSIONS", "SYNTHETIC_CLASSES", "load_image_folder", "register_image_folder",
            "imagenet_classes", "synthetic_cls_root", "generate_synthetic_classification"]
@@ -249,35 +248,17 @@ def render_classification(cls: int, index: int, seed: int) -> np.ndarray:
 
 def generate_synthetic_classification(root: str | None = None) -> str:
     """Write ``root/{train,val}/<class>/NNNNN.jpg`` (default root :func:`synthetic_cls_root`; 200 train and 40 val
-    images per class, JPEG quality 95) unless it is already complete, and return ``root``.
-
-    Written into a temporary sibling folder and renamed into place, so concurrent processes and
-    interrupted runs never leave a half-written dataset behind.
-    """
-    root = root or synthetic_cls_root()
-    if os.path.isfile(os.path.join(root, ".complete")):
-        return root
-    parent = os.path.dirname(os.path.abspath(root))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".synthetic_cls-", dir=parent)
-    try:
+    images per class, JPEG quality 95) unless it is already complete, and return ``root`` (atomically:
+    :func:`~dense.data.datasets.synthetic.generate_once`)."""
+    def write(folder: str) -> None:
         for split, (count, seed) in SYNTHETIC_SPLITS.items():
             for cls, cls_name in enumerate(SYNTHETIC_CLASSES):
-                folder = os.path.join(tmp, split, cls_name)
-                os.makedirs(folder)
+                os.makedirs(os.path.join(folder, split, cls_name))
                 for i in range(count):
-                    cv2.imwrite(os.path.join(folder, f"{i:05d}.jpg"), render_classification(cls, i, seed),
-                                [cv2.IMWRITE_JPEG_QUALITY, 95])
-        open(os.path.join(tmp, ".complete"), "w").close()
-        try:
-            os.rename(tmp, root)
-            logger.info(f"Generated the synthetic classification dataset in {root}")
-        except OSError:  # another process finished first
-            if not os.path.isfile(os.path.join(root, ".complete")):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+                    cv2.imwrite(os.path.join(folder, split, cls_name, f"{i:05d}.jpg"),
+                                render_classification(cls, i, seed), [cv2.IMWRITE_JPEG_QUALITY, 95])
+
+    return generate_once(root or synthetic_cls_root(), write, "the synthetic classification dataset")
 
 
 def _load_synthetic(split: str) -> list[dict]:

@@ -182,31 +182,37 @@ def _segment(seg_id: int, category_id: int, mask: np.ndarray, isthing: int) -> d
             "isthing": isthing}
 
 
-def generate_synthetic(root: str | None = None) -> str:
-    """Write the dataset to ``root`` (default :func:`synthetic_root`) unless it is already complete.
-
-    Written into a temporary sibling folder and renamed into place, so concurrent processes and
-    interrupted runs never leave a half-written dataset behind.
-    """
-    root = root or synthetic_root()
+def generate_once(root: str, write, what: str) -> str:
+    """``write(folder)`` into a temporary sibling of ``root``, renamed into place, unless ``root`` is already complete
+    (marked by a ``.complete`` file): concurrent processes and interrupted runs never leave a half-written dataset
+    behind (when another process finishes first, its copy is kept). Returns ``root``."""
     if os.path.isfile(os.path.join(root, ".complete")):
         return root
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".synthetic-", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}-", dir=parent)
     try:
-        for split, (count, seed) in SPLITS.items():
-            _write_split(tmp, split, count, seed)
+        write(tmp)
         open(os.path.join(tmp, ".complete"), "w").close()
         try:
             os.rename(tmp, root)
-            logger.info(f"Generated the synthetic dataset in {root}")
+            logger.info(f"Generated {what} in {root}")
         except OSError:  # another process finished first
             if not os.path.isfile(os.path.join(root, ".complete")):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def generate_synthetic(root: str | None = None) -> str:
+    """Write the dataset to ``root`` (default :func:`synthetic_root`) unless it is already complete
+    (:func:`generate_once`)."""
+    def write(folder: str) -> None:
+        for split, (count, seed) in SPLITS.items():
+            _write_split(folder, split, count, seed)
+
+    return generate_once(root or synthetic_root(), write, "the synthetic dataset")
 
 
 def _load_sem_seg(split: str) -> list[dict]:
