@@ -49,19 +49,16 @@ def _resize_cv2(v: torch.Tensor, h: int, w: int) -> torch.Tensor:
     data = v.as_subclass(torch.Tensor)
     if data.shape[-2:] == (h, w):
         return v
-    if image or data.ndim == 3:  # [C, H, W] image or [N, H, W] masks: channels last for cv2
-        if data.shape[0] == 0:
-            return tv_tensors.wrap(data.new_zeros((0, h, w)), like=v)
-        arr = data.permute(1, 2, 0).numpy()
-    else:
-        arr = data.numpy()
+    planes = data.ndim == 3  # [C, H, W] image or [N, H, W] masks: resized as one channels-last array
+    if planes and data.shape[0] == 0:
+        return tv_tensors.wrap(data.new_zeros((0, h, w)), like=v)
+    arr = data.permute(1, 2, 0).numpy() if planes else data.numpy()
     dtype = arr.dtype
     if dtype == np.bool_ or dtype == np.int64:  # cv2 has no bool / int64 images: nearest is exact in uint8 / int32
         arr = arr.astype(np.uint8 if dtype == np.bool_ or arr.max(initial=0) < 256 else np.int32)
     out = cv2.resize(np.ascontiguousarray(arr), (w, h), interpolation=cv2.INTER_LINEAR if image else cv2.INTER_NEAREST)
-    out = out.reshape(h, w, -1) if (image or data.ndim == 3) else out
     out = torch.from_numpy(out.astype(dtype, copy=False))
-    return tv_tensors.wrap(out.permute(2, 0, 1).contiguous() if (image or data.ndim == 3) else out, like=v)
+    return tv_tensors.wrap(out.reshape(h, w, -1).permute(2, 0, 1).contiguous() if planes else out, like=v)
 
 
 # INPUT.RESIZE_BACKEND: how images (and their label maps / masks) are resized
