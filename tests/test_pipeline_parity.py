@@ -107,6 +107,30 @@ def test_multi_scale_flip_views_equal_mmseg(reference, tmp_path, name):
     assert [_sha(v) for v in ours] == [v["resized_sha256"] for v in entry["aug"]]
 
 
+@pytest.fixture(scope="module")
+def detectron2_reference():
+    return torch.load(os.path.join(REPO, "tests", "data", "parity", "detectron2_test_resize.pt"), weights_only=True)
+
+
+@pytest.mark.parametrize("config, scale", [("ade20k/mask2former/r50_160k.yaml", "ade20k_512_2048"),
+                                           ("coco/mask2former/r50_50ep.yaml", "coco_800_1333")])
+@pytest.mark.parametrize("name", ["grace_hopper", "crop_333x493", "crop_599x511", "crop_547x37", "crop_29x500"])
+def test_detectron2_rows_input_equals_detectron2(detectron2_reference, tmp_path, config, scale, name):
+    """The Mask2Former R50 rows (INPUT.RESIZE_BACKEND pil): dense's test input equals Detectron2's DatasetMapper
+    (read_image + ResizeShortestEdge, PIL bilinear on uint8; tests/data/parity/make_detectron2_test_resize.py ran
+    Detectron2's own modules) bit for bit."""
+    crop = detectron2_reference["crops"][name]
+    entry = detectron2_reference["images"][name]
+    rgb = _mapped_bgr(os.path.join(REPO, "configs", config), _image_file(name, {"crop": crop}, tmp_path))[..., ::-1]
+    assert rgb.shape[:2] == tuple(entry[scale]["shape"])
+    assert _sha(rgb) == entry[scale]["resized_rgb_sha256"], "the PIL resize (or the size rule) differs"
+    if name == "crop_333x493":  # what the check tells apart: the other backends give other pixels
+        for backend in ("torchvision", "cv2"):
+            other = _mapped_bgr(os.path.join(REPO, "configs", config), _image_file(name, {"crop": crop}, tmp_path),
+                                ["INPUT.RESIZE_BACKEND", backend])[..., ::-1]
+            assert _sha(other) != entry[scale]["resized_rgb_sha256"]
+
+
 def test_benchmark_resize_runs():
     """tools/benchmark.py resize prints each backend's time and its ratio to torchvision's (numbers not checked)."""
     from conftest import PY, run_tool

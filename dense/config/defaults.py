@@ -196,7 +196,7 @@ _C.INPUT.MIN_SIZE_TRAIN = (512,)  # short-side target(s) in pixels
 _C.INPUT.MAX_SIZE_TRAIN = 2048  # long-side cap in pixels
 _C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "ratio_range"  # "ratio_range", "choice" or "range"
 _C.INPUT.RESIZE_RATIO_RANGE = (0.5, 2.0)  # scale factor range for "ratio_range" sampling
-_C.INPUT.RESIZE_BACKEND = "torchvision"  # image resizes: "cv2" = mmcv.imresize (cv2 bilinear on uint8, nearest for labels: the mmseg / mmdet papers' pipelines), "torchvision" (fast, +-1 grey level)
+_C.INPUT.RESIZE_BACKEND = "torchvision"  # image resizes: "cv2" = mmcv.imresize (cv2 bilinear on uint8, nearest for labels: the mmseg / mmdet papers' pipelines), "pil" = Detectron2's ResizeTransform (PIL on uint8, Detectron2's size rounding: the Mask2Former R50 rows), "torchvision" (fast, +-1 grey level)
 _C.INPUT.MIN_SIZE_TEST = 512  # test short side (keep ratio); 0 = no resize
 _C.INPUT.MAX_SIZE_TEST = 2048  # test long-side cap
 _C.INPUT.CROP = CN()

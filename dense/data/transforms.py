@@ -12,6 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
@@ -61,8 +63,31 @@ def _resize_cv2(v: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return tv_tensors.wrap(out.reshape(h, w, -1).permute(2, 0, 1).contiguous() if planes else out, like=v)
 
 
+def _pil_plane(plane: np.ndarray, h: int, w: int, interp) -> np.ndarray:
+    return np.asarray(Image.fromarray(plane).resize((w, h), interp))
+
+
+def _resize_pil(v: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Detectron2's ``ResizeTransform``: PIL on uint8 arrays (bilinear for images, nearest for label maps and masks:
+    ``apply_segmentation``), torch's nearest for label values PIL cannot hold; boxes scaled."""
+    if isinstance(v, tv_tensors.BoundingBoxes):
+        return TF.resize(v, [h, w])
+    data = v.as_subclass(torch.Tensor)
+    if data.shape[-2:] == (h, w):
+        return v
+    if isinstance(v, tv_tensors.Image):
+        out = _pil_plane(data.permute(1, 2, 0).numpy(), h, w, Image.BILINEAR)
+        return tv_tensors.wrap(torch.from_numpy(out.copy()).permute(2, 0, 1).contiguous(), like=v)
+    if data.dtype != torch.bool and (data.numel() == 0 or data.min() < 0 or data.max() > 255):
+        out = F.interpolate(data[None, None] if data.ndim == 2 else data[None], (h, w), mode="nearest")
+        return tv_tensors.wrap(out.reshape(*data.shape[:-2], h, w), like=v)
+    planes = data.reshape(-1, *data.shape[-2:]).to(torch.uint8).numpy()
+    out = np.stack([_pil_plane(p, h, w, Image.NEAREST) for p in planes]) if len(planes) else np.zeros((0, h, w))
+    return tv_tensors.wrap(torch.from_numpy(out).to(data.dtype).reshape(*data.shape[:-2], h, w), like=v)
+
+
 # INPUT.RESIZE_BACKEND: how images (and their label maps / masks) are resized
-RESIZE_BACKENDS = {"torchvision": _resize_torchvision, "cv2": _resize_cv2}
+RESIZE_BACKENDS = {"torchvision": _resize_torchvision, "cv2": _resize_cv2, "pil": _resize_pil}
 
 
 def resize_sample(sample: dict, h: int, w: int, backend: str = "torchvision") -> dict:
@@ -95,6 +120,18 @@ def rescale_size(h: int, w: int, long_edge: float, short_edge: float) -> tuple[i
     min(long/max(h, w), short/min(h, w)), sizes rounded half up."""
     scale = min(long_edge / max(h, w), short_edge / min(h, w))
     return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def shortest_edge_size(h: int, w: int, short_edge: float, max_size: float) -> tuple[int, int]:
+    """Detectron2's ``ResizeShortestEdge.get_output_shape``: the short side set to ``short_edge``, then both sides
+    scaled down if the long one exceeds ``max_size``, rounded half up (equal to rescale_size but for float rounding
+    at .5: the pil backend's rule, so that its sizes are Detectron2's)."""
+    scale = short_edge / min(h, w)
+    newh, neww = (short_edge, scale * w) if h < w else (scale * h, short_edge)
+    if max(newh, neww) > max_size:
+        scale = max_size / max(newh, neww)
+        newh, neww = newh * scale, neww * scale
+    return int(newh + 0.5), int(neww + 0.5)
 
 
 class ResizeRatioRange:
@@ -130,7 +167,10 @@ class ResizeShortestEdge:
         else:
             short = self.lengths[_randint(0, len(self.lengths))]
         h, w = _size(sample)
-        return resize_sample(sample, *rescale_size(h, w, self.max_size or float("inf"), short), self.backend)
+        long_edge = self.max_size or float("inf")
+        size = (shortest_edge_size(h, w, short, long_edge) if self.backend == "pil"  # Detectron2's rounding
+                else rescale_size(h, w, long_edge, short))
+        return resize_sample(sample, *size, self.backend)
 
 
 class RandomCropCatMax:
@@ -246,14 +286,16 @@ class ResizeScale:
     """Detectron2 ``ResizeScale`` (large-scale jitter): draw s in [min_scale, max_scale) and keep-ratio resize the
     image to fit (target_height * s, target_width * s), sizes rounded."""
 
-    def __init__(self, min_scale: float, max_scale: float, target_height: int, target_width: int):
+    def __init__(self, min_scale: float, max_scale: float, target_height: int, target_width: int,
+                 backend: str = "torchvision"):
         self.min_scale, self.max_scale, self.target = min_scale, max_scale, (target_height, target_width)
+        self.backend = _check_backend(backend)
 
     def __call__(self, sample: dict) -> dict:
         s = _uniform(self.min_scale, self.max_scale)
         h, w = _size(sample)
         scale = min(self.target[0] * s / h, self.target[1] * s / w)
-        return resize_sample(sample, int(np.round(h * scale)), int(np.round(w * scale)))
+        return resize_sample(sample, int(np.round(h * scale)), int(np.round(w * scale)), self.backend)
 
 
 class FixedSizeCrop:
@@ -282,7 +324,7 @@ def build_lsj_transforms(cfg) -> Compose:
     FixedSizeCrop(INPUT.IMAGE_SIZE) (training only)."""
     inp = cfg.INPUT
     augs = [RandomFlip(inp.FLIP_PROB)] if inp.FLIP_PROB > 0 else []
-    augs += [ResizeScale(inp.MIN_SCALE, inp.MAX_SCALE, inp.IMAGE_SIZE, inp.IMAGE_SIZE),
+    augs += [ResizeScale(inp.MIN_SCALE, inp.MAX_SCALE, inp.IMAGE_SIZE, inp.IMAGE_SIZE, inp.RESIZE_BACKEND),
              FixedSizeCrop((inp.IMAGE_SIZE, inp.IMAGE_SIZE), cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)]
     return Compose(augs)
 
