@@ -182,6 +182,7 @@ _C.MODEL.RETINANET.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  # delta weights = 1 
 _C.MODEL.RETINANET.SMOOTH_L1_LOSS_BETA = 0.0  # box loss: 0 = L1 (mmdet); Detectron2 0.1; torchvision L1 too
 _C.MODEL.RETINANET.SCORE_THRESH_TEST = 0.05  # (anchor, class) pairs scoring at most this are dropped
 _C.MODEL.RETINANET.TOPK_CANDIDATES_TEST = 1000  # best pairs kept per level before NMS (mmdet nms_pre)
+_C.MODEL.RETINANET.CANDIDATE_RULE = "pairs"  # per level: "pairs" = the TOPK best (anchor, class) pairs (mmdet >= 2.18); "anchors" = every pair above the threshold of the TOPK anchors with the best top-class score (mmdet < 2.18, DaViT's 2.11)
 _C.MODEL.RETINANET.NMS_THRESH_TEST = 0.5  # class-wise NMS IoU
 
 # ---------------------------------------------------------------------------------------------
@@ -210,6 +211,7 @@ _C.INPUT.FINAL_CROP_SIZE = ()  # detection: a random crop to at most (h, w) afte
 _C.INPUT.FLIP_PROB = 0.5  # horizontal flip probability
 _C.INPUT.COLOR_AUG = True  # mmseg PhotoMetricDistortion (brightness, contrast, saturation, hue)
 _C.INPUT.SIZE_DIVISIBILITY = -1  # pad batched images to a multiple of this; -1 = the backbone's requirement
+_C.INPUT.TEST_RESIZE_MULTIPLE = 0  # semantic test: after the test resize, resize (not pad) each side up to a multiple of this (mmseg ResizeToMultiple; DSAN's ADE20K rows: 32); 0 = off
 # Large-scale jitter (mappers coco_instance_lsj / coco_panoptic_lsj: Mask2Former's COCO recipe; with FLIP_PROB)
 _C.INPUT.IMAGE_SIZE = 1024  # output side: the image is resized to fit IMAGE_SIZE * scale, then cropped / padded to it
 _C.INPUT.MIN_SCALE = 0.1  # smallest scale

@@ -16,7 +16,7 @@ from torchvision import tv_tensors
 from ..structures import Instances
 from ..utils.registry import register_as
 from .io import BadSampleError, read_image, read_sem_seg
-from .transforms import build_detection_transforms, build_transforms, rescale_size, resize_sample
+from .transforms import ResizeToMultiple, build_detection_transforms, build_transforms, rescale_size, resize_sample
 
 __all__ = ["DATASET_MAPPER_REGISTRY", "build_mapper", "SemSegDatasetMapper", "InstanceDatasetMapper",
            "DetectionDatasetMapper"]
@@ -67,7 +67,8 @@ class SemSegDatasetMapper:
 
     At test time with TEST.AUG.ENABLED it also gives ``aug_images``: the original image rescaled for every ratio r of
     TEST.AUG.RATIOS to fit (int(MAX_SIZE_TEST * r), int(MIN_SIZE_TEST * r)) with the keep-ratio rule, by
-    INPUT.RESIZE_BACKEND (mmseg's ``MultiScaleFlipAug``; the model flips them)."""
+    INPUT.RESIZE_BACKEND, then up to a multiple of INPUT.TEST_RESIZE_MULTIPLE when set (mmseg's ``MultiScaleFlipAug``;
+    the model flips them)."""
 
     def __init__(self, cfg, is_train: bool = True):
         self.is_train = is_train
@@ -76,6 +77,8 @@ class SemSegDatasetMapper:
         self.aug_scales = [(int(inp.MAX_SIZE_TEST * r), int(inp.MIN_SIZE_TEST * r)) for r in aug.RATIOS] \
             if not is_train and aug.ENABLED and inp.MIN_SIZE_TEST > 0 else []
         self.resize_backend = inp.RESIZE_BACKEND
+        self.to_multiple = ResizeToMultiple(inp.TEST_RESIZE_MULTIPLE, inp.RESIZE_BACKEND) \
+            if inp.TEST_RESIZE_MULTIPLE > 0 else (lambda s: s)
         self.image_format = cfg.INPUT.FORMAT
         self.ignore_label = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
         self.num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
@@ -101,7 +104,8 @@ class SemSegDatasetMapper:
             sample["sem_seg"] = tv_tensors.Mask(torch.from_numpy(self._read_label(record, (h, w))))
         if self.aug_scales:
             record["aug_images"] = [
-                _to_model_image(resize_sample(sample, *rescale_size(h, w, long, short), self.resize_backend)["image"],
+                _to_model_image(self.to_multiple(resize_sample(sample, *rescale_size(h, w, long, short),
+                                                               self.resize_backend))["image"],
                                 self.image_format) for long, short in self.aug_scales]
         sample = self.transforms(sample)
         record["image"] = _to_model_image(sample["image"], self.image_format)

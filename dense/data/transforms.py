@@ -19,8 +19,9 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 __all__ = ["RESIZE_BACKENDS", "resize_sample", "rescale_size", "Compose", "ResizeRatioRange", "ResizeShortestEdge",
-           "RandomCropCatMax", "RandomCropRange", "RandomEither", "RandomFlip", "PhotoMetricDistortion",
-           "ResizeScale", "FixedSizeCrop", "build_transforms", "build_detection_transforms", "build_lsj_transforms"]
+           "ResizeToMultiple", "RandomCropCatMax", "RandomCropRange", "RandomEither", "RandomFlip",
+           "PhotoMetricDistortion", "ResizeScale", "FixedSizeCrop", "build_transforms", "build_detection_transforms",
+           "build_lsj_transforms"]
 
 
 def _uniform(low: float, high: float) -> float:
@@ -146,6 +147,19 @@ class ResizeRatioRange:
         r = _uniform(*self.ratio_range)
         size = rescale_size(*_size(sample), self.long_edge * r, self.short_edge * r)
         return resize_sample(sample, *size, self.backend)
+
+
+class ResizeToMultiple:
+    """mmseg ``ResizeToMultiple(size_divisor)`` (mmcv.imresize_to_multiple at scale 1): resize each side up to the next
+    multiple of ``divisor``, a second resampling after the keep-ratio resize (none when both sides are multiples)."""
+
+    def __init__(self, divisor: int, backend: str = "torchvision"):
+        self.divisor, self.backend = divisor, _check_backend(backend)
+
+    def __call__(self, sample: dict) -> dict:
+        h, w = _size(sample)
+        d = self.divisor
+        return resize_sample(sample, -(-h // d) * d, -(-w // d) * d, self.backend)
 
 
 class ResizeShortestEdge:
@@ -340,9 +354,13 @@ def _train_resize(inp):
 
 
 def _test_resize(inp) -> Compose:
-    """mmcv.imrescale's keep-ratio rule to fit (MAX_SIZE_TEST, MIN_SIZE_TEST), resized by INPUT.RESIZE_BACKEND."""
-    return Compose([ResizeShortestEdge((inp.MIN_SIZE_TEST,), inp.MAX_SIZE_TEST, backend=inp.RESIZE_BACKEND)]
-                   if inp.MIN_SIZE_TEST > 0 else [])
+    """mmcv.imrescale's keep-ratio rule to fit (MAX_SIZE_TEST, MIN_SIZE_TEST), resized by INPUT.RESIZE_BACKEND
+    (then up to a multiple of INPUT.TEST_RESIZE_MULTIPLE when set)."""
+    augs = [ResizeShortestEdge((inp.MIN_SIZE_TEST,), inp.MAX_SIZE_TEST, backend=inp.RESIZE_BACKEND)] \
+        if inp.MIN_SIZE_TEST > 0 else []
+    if inp.TEST_RESIZE_MULTIPLE > 0:
+        augs.append(ResizeToMultiple(inp.TEST_RESIZE_MULTIPLE, inp.RESIZE_BACKEND))
+    return Compose(augs)
 
 
 def build_transforms(cfg, is_train: bool) -> Compose:
