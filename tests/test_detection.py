@@ -580,3 +580,26 @@ def test_rpn_min_size_rule_of_each_mmdet_version(rule, min_size, kept):
     with pytest.raises(ValueError, match="MODEL.RPN.MIN_SIZE_RULE must be"):
         cfg.MODEL.RPN.MIN_SIZE_RULE = "2.11"
         build_model(cfg)
+
+
+@pytest.mark.parametrize("rule,expected", [
+    ("pairs", {(0, 0), (1, 0)}),  # the 2 best (anchor, class) pairs: 0.9, 0.85
+    ("anchors", {(0, 0), (0, 1), (1, 0), (1, 1)}),  # the 2 anchors of best top class (0, 1), every class above 0.05
+])
+def test_retinanet_candidate_rule_of_each_mmdet_version(rule, expected):
+    """MODEL.RETINANET.CANDIDATE_RULE: per level, mmdet >= 2.18 keeps the TOPK best (anchor, class) pairs above the
+    threshold ("pairs"); mmdet < 2.18 (DaViT's 2.11) keeps the TOPK anchors by their best class score, then all
+    their classes above the threshold ("anchors")."""
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "tests", "configs", "tiny_retinanet.yaml"))
+    cfg.merge_from_list(["MODEL.RETINANET.CANDIDATE_RULE", rule, "MODEL.RETINANET.TOPK_CANDIDATES_TEST", 2,
+                         "MODEL.RETINANET.NUM_CLASSES", 2, "MODEL.DEVICE", "cpu"])
+    head = build_model(cfg).eval().bbox_head
+    anchors = [torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0], [40.0, 0.0, 50.0, 10.0]])]
+    scores = torch.tensor([[0.9, 0.8], [0.85, 0.1], [0.7, 0.6]])  # [A, K]
+    out = head.detect(anchors, [torch.logit(scores)[None]], [torch.zeros(1, 3, 4)], [(64, 64)])[0]
+    anchor_of = {tuple(b): i for i, b in enumerate(anchors[0].tolist())}
+    assert {(anchor_of[tuple(b)], int(c)) for b, c in zip(out.pred_boxes.tolist(), out.pred_classes)} == expected
+    with pytest.raises(ValueError, match="MODEL.RETINANET.CANDIDATE_RULE must be"):
+        cfg.MODEL.RETINANET.CANDIDATE_RULE = "2.11"
+        build_model(cfg)

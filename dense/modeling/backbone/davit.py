@@ -47,8 +47,13 @@ def add_davit_config(cfg: CN) -> None:
 
 def _official_to_timm(state_dict: dict, backbone: torch.nn.Module) -> tuple[dict, dict]:
     """Official names (dingmyu/davit: ``patch_embeds``, ``main_blocks``, ``cpe.0``) -> timm's, which dense keeps;
-    timm hub files pass unchanged."""
-    return timm_davit.checkpoint_filter_fn(state_dict, backbone), {}
+    timm hub files pass unchanged. The output norm of a level the backbone does not return is dropped with a reason:
+    the authors' RetinaNet model (dingmyu/davit's DaViT as shipped) holds norm0 although its FPN starts at res3."""
+    state_dict = timm_davit.checkpoint_filter_fn(state_dict, backbone)
+    own = backbone.state_dict()
+    dropped = {k: "output norm of a level this config does not return (MODEL.BACKBONE.OUT_FEATURES)"
+               for k in state_dict if k.split(".")[0] in ("norm0", "norm1", "norm2", "norm3") and k not in own}
+    return {k: v for k, v in state_dict.items() if k not in dropped}, dropped
 
 
 class DaViTClassifierHead(torch.nn.Module):

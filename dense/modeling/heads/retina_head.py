@@ -27,16 +27,17 @@ class RetinaHead(nn.Module):
     non-ignored anchors and classes, ``loss_bbox`` the L1 / smooth-L1 of the positives' deltas; both are summed
     over the batch and divided by the number of positives, counting at least one per image (mmdet).
     Inference, per image: per level the (anchor, class) pairs scoring above ``score_thresh``, at most
-    ``topk_candidates`` of them, decoded and clipped; class-wise NMS at ``nms_thresh``; the
-    ``detections_per_image`` best.
+    ``topk_candidates`` of them (``candidate_rule`` "pairs": the best pairs, mmdet >= 2.18; "anchors": the pairs of
+    the ``topk_candidates`` anchors with the best top-class score, mmdet < 2.18), decoded and clipped; class-wise NMS
+    at ``nms_thresh``; the ``detections_per_image`` best.
     Init as mmdet: N(0, 0.01) conv weights, zero biases, ``retina_cls`` bias -log((1 - p) / p) for ``prior_prob`` p.
     """
 
     def __init__(self, *, in_features: list[str], in_channels: int, num_classes: int, anchor_generator: AnchorGenerator,
                  matcher: MaxIoUMatcher, box_coder: BoxCoder, num_convs: int = 4, prior_prob: float = 0.01,
                  focal_alpha: float = 0.25, focal_gamma: float = 2.0, smooth_l1_beta: float = 0.0,
-                 score_thresh: float = 0.05, topk_candidates: int = 1000, nms_thresh: float = 0.5,
-                 detections_per_image: int = 100):
+                 score_thresh: float = 0.05, topk_candidates: int = 1000, candidate_rule: str = "pairs",
+                 nms_thresh: float = 0.5, detections_per_image: int = 100):
         super().__init__()
         a = anchor_generator.num_anchors
         self.cls_convs = nn.ModuleList(ConvNormAct(in_channels, in_channels, 3, padding=1) for _ in range(num_convs))
@@ -51,7 +52,10 @@ class RetinaHead(nn.Module):
         self.in_features, self.num_classes = list(in_features), num_classes
         self.anchor_generator, self.matcher, self.box_coder = anchor_generator, matcher, box_coder
         self.focal_alpha, self.focal_gamma, self.smooth_l1_beta = focal_alpha, focal_gamma, smooth_l1_beta
-        self.score_thresh, self.topk_candidates = score_thresh, topk_candidates
+        if candidate_rule not in ("pairs", "anchors"):
+            raise ValueError(f"MODEL.RETINANET.CANDIDATE_RULE must be 'pairs' (mmdet >= 2.18) or 'anchors' "
+                             f"(mmdet < 2.18), got '{candidate_rule}'")
+        self.score_thresh, self.topk_candidates, self.candidate_rule = score_thresh, topk_candidates, candidate_rule
         self.nms_thresh, self.detections_per_image = nms_thresh, detections_per_image
 
     @classmethod
@@ -65,7 +69,7 @@ class RetinaHead(nn.Module):
                    box_coder=BoxCoder(tuple(r.BBOX_REG_WEIGHTS)), num_convs=r.NUM_CONVS, prior_prob=r.PRIOR_PROB,
                    focal_alpha=r.FOCAL_LOSS_ALPHA, focal_gamma=r.FOCAL_LOSS_GAMMA, smooth_l1_beta=r.SMOOTH_L1_LOSS_BETA,
                    score_thresh=r.SCORE_THRESH_TEST, topk_candidates=r.TOPK_CANDIDATES_TEST,
-                   nms_thresh=r.NMS_THRESH_TEST, detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+                   candidate_rule=r.CANDIDATE_RULE, nms_thresh=r.NMS_THRESH_TEST, detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
 
     def forward(self, features: dict[str, torch.Tensor], image_sizes: list[tuple[int, int]],
                 gt_instances: list[Instances] | None = None, padded_sizes: list[tuple[int, int]] | None = None
@@ -122,10 +126,16 @@ class RetinaHead(nn.Module):
             boxes, scores, classes = [], [], []
             for a, lg, d in zip(anchors, logits, deltas):
                 s = lg[i].float().sigmoid()  # [A_l, K]
-                idx = torch.nonzero(s > self.score_thresh)
-                top = s[idx[:, 0], idx[:, 1]].sort(descending=True)
-                idx = idx[top.indices[: self.topk_candidates]]
-                scores.append(top.values[: self.topk_candidates])
+                if self.candidate_rule == "anchors" and s.shape[0] > self.topk_candidates:
+                    anchors_kept = s.max(1).values.topk(self.topk_candidates).indices
+                    idx = torch.nonzero(s[anchors_kept] > self.score_thresh)
+                    idx[:, 0] = anchors_kept[idx[:, 0]]
+                    scores.append(s[idx[:, 0], idx[:, 1]])
+                else:
+                    idx = torch.nonzero(s > self.score_thresh)
+                    top = s[idx[:, 0], idx[:, 1]].sort(descending=True)
+                    idx = idx[top.indices[: self.topk_candidates]]
+                    scores.append(top.values[: self.topk_candidates])
                 classes.append(idx[:, 1])
                 boxes.append(self.box_coder.decode_single(d[i, idx[:, 0]].float(), a[idx[:, 0]]))
             boxes = clip_boxes_to_image(torch.cat(boxes), size)
