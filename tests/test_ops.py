@@ -293,16 +293,7 @@ def test_cuda_kernels_low_precision(dtype, tol):
 
 # ----------------------------------------------------------------------------------------- modules
 def test_modules_train_step_on_every_backend():
-    torch.manual_seed(0)
-    mods = {
-        "msda": (ops.MSDeformAttn(16, 2, 2, 2), lambda m: m(torch.randn(2, 5, 16), torch.rand(2, 5, 2, 2),
-                                                             torch.randn(2, 12 + 4, 16), torch.tensor([[3, 4], [2, 2]]),
-                                                             torch.tensor([0, 12]))),
-        "dcnv3": (ops.DCNv3(16, group=2), lambda m: m(torch.randn(2, 6, 7, 16))),
-        "dscn": (torch.nn.ModuleList([ops.DSCNX(16, 5, 5, 1, 2, 1, 2), ops.DSCNY(16, 5, 5, 1, 2, 1, 2)]),
-                 lambda m: m[1](m[0](torch.randn(1, 6, 7, 16), torch.randn(1, 16, 6, 7)), torch.randn(1, 16, 6, 7))),
-    }
-    for name, (module, run) in mods.items():
+    for name, (module, run) in _module_cases().items():
         for backend in ("reference", "cpu"):
             torch.manual_seed(1)
             with ops.use_backend(backend):
@@ -310,6 +301,55 @@ def test_modules_train_step_on_every_backend():
             out.square().mean().backward()
             assert all(p.grad is not None for p in module.parameters() if p.requires_grad), name
             module.zero_grad()
+
+
+def _module_cases():
+    """name -> (module, run(module) -> output): one small module per op, NA with its relative-position bias."""
+    torch.manual_seed(0)
+    return {
+        "msda": (ops.MSDeformAttn(16, 2, 2, 2), lambda m: m(torch.randn(2, 5, 16), torch.rand(2, 5, 2, 2),
+                                                             torch.randn(2, 12 + 4, 16), torch.tensor([[3, 4], [2, 2]]),
+                                                             torch.tensor([0, 12]), level_shapes=[(3, 4), (2, 2)])),
+        "dcnv3": (ops.DCNv3(16, group=2), lambda m: m(torch.randn(2, 6, 7, 16))),
+        "dscn": (torch.nn.ModuleList([ops.DSCNX(16, 5, 5, 1, 2, 1, 2), ops.DSCNY(16, 5, 5, 1, 2, 1, 2)]),
+                 lambda m: m[1](m[0](torch.randn(1, 6, 7, 16), torch.randn(1, 16, 6, 7)), torch.randn(1, 16, 6, 7))),
+        "na": (ops.NeighborhoodAttention2D(16, 3, 2), lambda m: m(torch.randn(2, 6, 7, 16))),
+    }
+
+
+@pytest.mark.parametrize("name", ["msda", "dcnv3", "dscn", "na"])
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_modules_under_bf16_autocast(name, backend):
+    """torch.autocast (CPU bfloat16): every op takes the autocast activations with its float32 parameters (NA's rpb:
+    the reported 'rpb has dtype Float but query has Half' crash) and trains: finite output and gradients, close to
+    the float32 run."""
+    module, run = _module_cases()[name]
+    torch.manual_seed(1)
+    with ops.use_backend(backend):
+        expected = run(module)
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = run(module)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.05)
+    out.float().square().mean().backward()
+    grads = [p.grad for p in module.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", ["msda", "dcnv3", "dscn", "na"])
+def test_compiled_op_gradients_equal_eager(name):
+    """torch.compile (AOTAutograd over the ops' fake kernels and registered backward; backend aot_eager, so no C++
+    code generation in the test) gives eager's output and parameter gradients, in one graph (fullgraph)."""
+    module, run = _module_cases()[name]
+    results = []
+    for fn in (run, torch.compile(run, backend="aot_eager", fullgraph=True)):
+        module.zero_grad()
+        torch.manual_seed(1)
+        fn(module).square().mean().backward()
+        results.append([p.grad.clone() for p in module.parameters() if p.requires_grad])
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
 
 
 def test_forcing_an_unavailable_backend_is_a_clear_error():

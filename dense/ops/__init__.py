@@ -19,6 +19,7 @@ else:
 
 from . import reference  # noqa: E402
 from ._dispatch import available_backends, use_backend  # noqa: E402
+from ._library import register_ops  # noqa: E402
 from .dcnv3 import DCNv3, dcnv3  # noqa: E402
 from .dscn import DSCNX, DSCNY, dscn  # noqa: E402
 from .ms_deform_attn import MSDeformAttn, ms_deform_attn  # noqa: E402
@@ -37,3 +38,6 @@ def extension_available() -> bool:
 def cuda_kernels_available() -> bool:
     """True when dense._C was built with its CUDA kernels."""
     return _C is not None and _C.built_with_cuda()
+
+
+register_ops()  # fake kernels, autograd and autocast rules of the compiled ops

@@ -4,29 +4,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from . import reference
 from ._dispatch import resolve_backend
 
 __all__ = ["dcnv3", "DCNv3", "DeformableSamplingModule", "ToChannelsLast", "offset_branch"]
-
-
-class _DCNv3Function(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
-                dilation_w, group, group_channels, offset_scale, remove_center):
-        ctx.args = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
-                    group_channels, float(offset_scale), int(remove_center))
-        ctx.save_for_backward(input, offset, mask)
-        return torch.ops.dense.dcnv3_forward(input, offset, mask, *ctx.args)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        input, offset, mask = ctx.saved_tensors
-        grads = torch.ops.dense.dcnv3_backward(input, offset, mask, grad_output.contiguous(), *ctx.args)
-        return (*grads, *([None] * 12))
 
 
 def _check_dcn_shapes(name, input, offset, points_per_group, channels_per_point, kernel_h, kernel_w, stride_h,
@@ -44,7 +26,8 @@ def _check_dcn_shapes(name, input, offset, points_per_group, channels_per_point,
 
 def dcnv3(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, kernel_h: int, kernel_w: int, stride_h: int,
           stride_w: int, pad_h: int, pad_w: int, dilation_h: int, dilation_w: int, group: int, group_channels: int,
-          offset_scale: float, im2col_step: int = 256, remove_center: int = 0, backend: str | None = None) -> torch.Tensor:
+          offset_scale: float, im2col_step: int = 256, remove_center: int = 0,
+          backend: str | None = None) -> torch.Tensor:
     """DCNv3 core op, upstream ``DCNv3Function`` argument order. input [N, H, W, G*D], offset
     [N, Ho, Wo, G*P*2] (x, y), mask [N, Ho, Wo, G*P] -> [N, Ho, Wo, G*D]. Semantics:
     :func:`dense.ops.reference.dcnv3`. ``im2col_step`` is accepted for compatibility (dense's kernels do
@@ -60,7 +43,8 @@ def dcnv3(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, kernel_
             offset_scale)
     if resolve_backend(backend, input, "dcnv3") == "reference":
         return reference.dcnv3(input, offset, mask, *args, im2col_step, remove_center)
-    return _DCNv3Function.apply(input.contiguous(), offset.contiguous(), mask.contiguous(), *args, remove_center)
+    return torch.ops.dense.dcnv3_forward(input.contiguous(), offset.contiguous(), mask.contiguous(), *args[:-1],
+                                         float(offset_scale), int(remove_center))
 
 
 class ToChannelsLast(nn.Module):
@@ -89,7 +73,8 @@ class DeformableSamplingModule(nn.Module):
             raise ValueError(f"channels ({channels}) must be divisible by group ({group})")
         if remove_center and kernel_size % 2 == 0:
             raise ValueError("remove_center needs an odd kernel_size")
-        self.channels, self.kernel_size, self.stride, self.pad, self.dilation = channels, kernel_size, stride, pad, dilation
+        self.channels, self.kernel_size, self.stride = channels, kernel_size, stride
+        self.pad, self.dilation = pad, dilation
         self.group, self.group_channels, self.offset_scale = group, channels // group, offset_scale
         self.remove_center = int(remove_center)
 

@@ -4,30 +4,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from . import reference
 from ._dispatch import resolve_backend
 from .dcnv3 import DeformableSamplingModule, _check_dcn_shapes, offset_branch
 
 __all__ = ["dscn", "DSCNX", "DSCNY"]
-
-
-class _DSCNFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, input, offset, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                group, group_channels, offset_scale, remove_center, on_x):
-        ctx.args = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
-                    group_channels, float(offset_scale), int(remove_center), bool(on_x))
-        ctx.save_for_backward(input, offset)
-        return torch.ops.dense.dscn_forward(input, offset, *ctx.args)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        input, offset = ctx.saved_tensors
-        grads = torch.ops.dense.dscn_backward(input, offset, grad_output.contiguous(), *ctx.args)
-        return (*grads, *([None] * 13))
 
 
 def dscn(input: torch.Tensor, offset: torch.Tensor, kernel_h: int, kernel_w: int, stride_h: int, stride_w: int,
@@ -48,7 +30,8 @@ def dscn(input: torch.Tensor, offset: torch.Tensor, kernel_h: int, kernel_w: int
             offset_scale)
     if resolve_backend(backend, input, "dscn") == "reference":
         return reference.dscn(input, offset, *args, im2col_step, remove_center, on_x)
-    return _DSCNFunction.apply(input.contiguous(), offset.contiguous(), *args, remove_center, on_x)
+    return torch.ops.dense.dscn_forward(input.contiguous(), offset.contiguous(), *args[:-1], float(offset_scale),
+                                        int(remove_center), bool(on_x))
 
 
 class _DSCNBase(DeformableSamplingModule):
@@ -58,7 +41,8 @@ class _DSCNBase(DeformableSamplingModule):
     on_x = True
 
     def __init__(self, channels: int = 64, kernel_size: int = 3, dw_kernel_size: int | None = None, stride: int = 1,
-                 pad: int = 1, dilation: int = 1, group: int = 4, offset_scale: float = 1.0, remove_center: bool = False):
+                 pad: int = 1, dilation: int = 1, group: int = 4, offset_scale: float = 1.0,
+                 remove_center: bool = False):
         super().__init__()
         self._set_geometry(channels, kernel_size, stride, pad, dilation, group, offset_scale, remove_center)
         dw = dw_kernel_size or kernel_size

@@ -2,60 +2,56 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from . import reference
 from ._dispatch import resolve_backend
 
-__all__ = ["ms_deform_attn", "MSDeformAttn"]
+__all__ = ["ms_deform_attn", "MSDeformAttn", "level_tensors"]
 
 
-class _MSDeformAttnFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step):
-        ctx.im2col_step = im2col_step
-        ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-        return torch.ops.dense.ms_deform_attn_forward(value, spatial_shapes, level_start_index, sampling_locations,
-                                                      attention_weights, im2col_step)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
-        grad_value, grad_loc, grad_attn = torch.ops.dense.ms_deform_attn_backward(
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-            grad_output.contiguous(), ctx.im2col_step)
-        return grad_value, None, None, grad_loc, grad_attn, None
+def level_tensors(level_shapes: Sequence[tuple[int, int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """spatial_shapes [L, 2] and level_start_index [L] (int64) of the levels' (H, W), built element by element so that
+    sizes that are symbolic under torch.export stay symbolic (``torch.as_tensor`` of them would fix them)."""
+    shapes = torch.stack([torch.stack([torch.scalar_tensor(s, dtype=torch.long, device=device) for s in hw])
+                          for hw in level_shapes])
+    areas = shapes.prod(1)
+    return shapes, torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
 
 
 def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
                    sampling_locations: torch.Tensor, attention_weights: torch.Tensor, im2col_step: int = 64,
-                   backend: str | None = None) -> torch.Tensor:
+                   backend: str | None = None, level_shapes: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
     """Multi-scale deformable attention (Deformable DETR's ``MSDeformAttnFunction``).
 
     value [N, S, M, D]; spatial_shapes [L, 2] int64 (H, W); level_start_index [L] int64;
     sampling_locations [N, Lq, M, L, P, 2] (x, y) in [0, 1]; attention_weights [N, Lq, M, L, P]
     -> [N, Lq, M * D]. See :func:`dense.ops.reference.ms_deform_attn` for the exact semantics.
-    ``backend``: "cuda" | "cpu" | "reference" | None (fastest available).
+    ``backend``: "cuda" | "cpu" | "reference" | None (fastest available). ``level_shapes``: the same (H, W) as
+    Python ints, which the caller usually has: given, nothing reads ``spatial_shapes`` back to the host (no device
+    synchronisation, no data-dependent shapes under torch.compile / torch.export); left out, it is read from the
+    tensor (the upstream call).
     """
     if value.dim() != 4 or sampling_locations.dim() != 6 or attention_weights.dim() != 5:
         raise ValueError("ms_deform_attn expects value [N,S,M,D], sampling_locations [N,Lq,M,L,P,2] and "
                          f"attention_weights [N,Lq,M,L,P]; got {tuple(value.shape)}, "
                          f"{tuple(sampling_locations.shape)}, {tuple(attention_weights.shape)}")
-    if int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum()) != value.shape[1]:
-        raise ValueError(f"value has {value.shape[1]} positions but spatial_shapes {spatial_shapes.tolist()} sum to "
-                         f"{int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum())}")
+    if level_shapes is None:
+        level_shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    if sum(h * w for h, w in level_shapes) != value.shape[1]:
+        raise ValueError(f"value has {value.shape[1]} positions but the level shapes {list(level_shapes)} sum to "
+                         f"{sum(h * w for h, w in level_shapes)}")
     backend = resolve_backend(backend, value, "ms_deform_attn")
     if backend == "reference":
-        return reference.ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
+        return reference.ms_deform_attn(value, level_shapes, level_start_index, sampling_locations,
                                         attention_weights, im2col_step)
-    return _MSDeformAttnFunction.apply(value.contiguous(), spatial_shapes.long().contiguous(),
-                                       level_start_index.long().contiguous(), sampling_locations.contiguous(),
-                                       attention_weights.contiguous(), im2col_step)
+    return torch.ops.dense.ms_deform_attn_forward(value.contiguous(), spatial_shapes.long().contiguous(),
+                                                  level_start_index.long().contiguous(),
+                                                  sampling_locations.contiguous(), attention_weights.contiguous())
 
 
 class MSDeformAttn(nn.Module):
@@ -72,7 +68,8 @@ class MSDeformAttn(nn.Module):
         super().__init__()
         if int(d_model * ratio) % n_heads != 0:
             raise ValueError(f"d_model * ratio ({d_model} * {ratio}) must be divisible by n_heads ({n_heads})")
-        self.d_model, self.n_levels, self.n_heads, self.n_points, self.ratio = d_model, n_levels, n_heads, n_points, ratio
+        self.d_model, self.n_levels, self.n_heads = d_model, n_levels, n_heads
+        self.n_points, self.ratio = n_points, ratio
         self.im2col_step = 64
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
@@ -99,12 +96,14 @@ class MSDeformAttn(nn.Module):
 
     def forward(self, query: torch.Tensor, reference_points: torch.Tensor, input_flatten: torch.Tensor,
                 input_spatial_shapes: torch.Tensor, input_level_start_index: torch.Tensor,
-                input_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+                input_padding_mask: torch.Tensor | None = None,
+                level_shapes: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
         """
         Args:
             query: [N, Lq, C]; reference_points: [N, Lq, L, 2] (x, y in [0, 1]) or [N, Lq, L, 4] (boxes cx, cy, w, h);
             input_flatten: [N, S, C]; input_spatial_shapes: [L, 2]; input_level_start_index: [L];
-            input_padding_mask: [N, S], True at padding (zeroed values).
+            input_padding_mask: [N, S], True at padding (zeroed values); level_shapes: input_spatial_shapes as
+            Python ints (see :func:`ms_deform_attn`: no host read of the tensor when given).
         Returns:
             [N, Lq, C]
         """
@@ -129,7 +128,8 @@ class MSDeformAttn(nn.Module):
         dtype = value.dtype
         with torch.autocast(value.device.type, enabled=False):
             out = ms_deform_attn(_at_least_fp32(value), input_spatial_shapes, input_level_start_index,
-                                 _at_least_fp32(locations), _at_least_fp32(weights), self.im2col_step)
+                                 _at_least_fp32(locations), _at_least_fp32(weights), self.im2col_step,
+                                 level_shapes=level_shapes)
         return self.output_proj(out.to(dtype))
 
 

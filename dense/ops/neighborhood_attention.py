@@ -5,43 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from . import reference
 from ._dispatch import resolve_backend
 
 __all__ = ["na2d_qk", "na2d_av", "neighborhood_attention_2d", "NeighborhoodAttention2D"]
-
-
-class _NA2DQKFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, query, key, rpb, kernel_size, dilation):
-        ctx.kernel_size, ctx.dilation, ctx.has_rpb = kernel_size, dilation, rpb is not None
-        ctx.save_for_backward(query, key)
-        return torch.ops.dense.na2d_qk_forward(query, key, rpb, kernel_size, dilation)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_attn):
-        query, key = ctx.saved_tensors
-        gq, gk, grpb = torch.ops.dense.na2d_qk_backward(grad_attn.contiguous(), query, key, ctx.has_rpb,
-                                                         ctx.kernel_size, ctx.dilation)
-        return gq, gk, (grpb if ctx.has_rpb else None), None, None
-
-
-class _NA2DAVFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, attn, value, kernel_size, dilation):
-        ctx.kernel_size, ctx.dilation = kernel_size, dilation
-        ctx.save_for_backward(attn, value)
-        return torch.ops.dense.na2d_av_forward(attn, value, kernel_size, dilation)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        attn, value = ctx.saved_tensors
-        ga, gv = torch.ops.dense.na2d_av_backward(grad_out.contiguous(), attn, value, ctx.kernel_size, ctx.dilation)
-        return ga, gv, None, None
 
 
 def _check(query: torch.Tensor, kernel_size: int, dilation: int) -> None:
@@ -62,8 +30,8 @@ def na2d_qk(query: torch.Tensor, key: torch.Tensor, rpb: torch.Tensor | None, ke
     _check(query, kernel_size, dilation)
     if resolve_backend(backend, query, "na2d_qk") == "reference":
         return reference.na2d_qk(query, key, rpb, kernel_size, dilation)
-    return _NA2DQKFunction.apply(query.contiguous(), key.contiguous(), None if rpb is None else rpb.contiguous(),
-                                 kernel_size, dilation)
+    return torch.ops.dense.na2d_qk_forward(query.contiguous(), key.contiguous(),
+                                           None if rpb is None else rpb.contiguous(), kernel_size, dilation)
 
 
 def na2d_av(attn: torch.Tensor, value: torch.Tensor, kernel_size: int, dilation: int = 1,
@@ -72,7 +40,7 @@ def na2d_av(attn: torch.Tensor, value: torch.Tensor, kernel_size: int, dilation:
     _check(value, kernel_size, dilation)
     if resolve_backend(backend, value, "na2d_av") == "reference":
         return reference.na2d_av(attn, value, kernel_size, dilation)
-    return _NA2DAVFunction.apply(attn.contiguous(), value.contiguous(), kernel_size, dilation)
+    return torch.ops.dense.na2d_av_forward(attn.contiguous(), value.contiguous(), kernel_size, dilation)
 
 
 def neighborhood_attention_2d(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, rpb: torch.Tensor | None,

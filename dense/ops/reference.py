@@ -7,6 +7,8 @@ golden outputs of the papers' code. Written for clarity, not speed or memory.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -17,13 +19,15 @@ __all__ = ["ms_deform_attn", "dcnv3", "dscn", "na2d_qk", "na2d_av", "neighborhoo
 # ------------------------------------------------------------------------------------------------
 # Multi-scale deformable attention (Deformable DETR; ViT-Adapter; Mask2Former pixel decoder)
 # ------------------------------------------------------------------------------------------------
-def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
-                   sampling_locations: torch.Tensor, attention_weights: torch.Tensor, im2col_step: int = 64) -> torch.Tensor:
+def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor | Sequence[tuple[int, int]],
+                   level_start_index: torch.Tensor,
+                   sampling_locations: torch.Tensor, attention_weights: torch.Tensor,
+                   im2col_step: int = 64) -> torch.Tensor:
     """Multi-scale deformable attention.
 
     Args:
         value: [N, S, M, D], S = sum of H_l * W_l (levels concatenated, row-major inside a level).
-        spatial_shapes: [L, 2] int64 (H_l, W_l).
+        spatial_shapes: [L, 2] int64 (H_l, W_l), or the same as Python ints (nothing read back from a device).
         level_start_index: [L] int64, offset of each level in S (unused: levels are split by shape).
         sampling_locations: [N, Lq, M, L, P, 2], (x, y) normalised to [0, 1] per level; points outside
             read zeros (bilinear, pixel centres at (i + 0.5) / size, i.e. align_corners=False).
@@ -34,7 +38,7 @@ def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_star
     """
     n, _, m, d = value.shape
     _, lq, _, num_levels, p, _ = sampling_locations.shape
-    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    shapes = spatial_shapes.tolist() if isinstance(spatial_shapes, torch.Tensor) else spatial_shapes
     levels = value.split([h * w for h, w in shapes], dim=1)
     grids = 2 * sampling_locations - 1
     out = value.new_zeros(n * m, d, lq)
@@ -97,7 +101,8 @@ def dcnv3(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, kernel_
         mask: [N, Ho, Wo, G * P], modulation (the DCNv3 module softmaxes it over P; the op does not).
         P = kernel_h * kernel_w - remove_center, points ordered i over kernel_w (outer), j over kernel_h.
         Position of point (i, j) at output (ho, wo):
-            x = wo * stride_w - pad_w + cw - cw * s + (i * dilation_w + off_x) * s, cw = (dilation_w (kernel_w - 1)) >> 1
+            x = wo * stride_w - pad_w + cw - cw * s + (i * dilation_w + off_x) * s,
+            cw = (dilation_w (kernel_w - 1)) >> 1
             y likewise with ho, j, off_y; s = offset_scale.
         Bilinear sampling with zeros outside; a point contributes only if -1 < y < H and -1 < x < W.
         im2col_step: accepted for the upstream signature; no effect.
@@ -188,21 +193,15 @@ def natten_window_start(length: int, kernel_size: int, dilation: int, device=Non
     Windows are clamped to stay inside the map; with dilation d each residue class mod d forms its own
     sequence."""
     ns = kernel_size // 2
-    starts = []
-    for i in range(length):
-        if dilation <= 1:
-            s = max(i - ns, 0) + (length - i - ns - 1 if i + ns >= length else 0)
-        elif i - ns * dilation < 0:
-            s = i % dilation
-        elif i + ns * dilation >= length:
-            imodd = i % dilation
-            a = (length // dilation) * dilation
-            b = length - a
-            s = length - b + imodd - 2 * ns * dilation if imodd < b else a + imodd - kernel_size * dilation
-        else:
-            s = i - ns * dilation
-        starts.append(s)
-    return torch.tensor(starts, dtype=torch.long, device=device)
+    i = torch.arange(length, device=device)  # tensor arithmetic, so a symbolic length (torch.export) stays symbolic
+    if dilation <= 1:
+        return (i - ns).clamp(min=0) + torch.where(i + ns >= length, length - i - ns - 1, 0)
+    imodd = i % dilation
+    a = (length // dilation) * dilation
+    b = length - a
+    near_end = torch.where(imodd < b, length - b + imodd - 2 * ns * dilation, a + imodd - kernel_size * dilation)
+    inside = torch.where(i + ns * dilation >= length, near_end, i - ns * dilation)
+    return torch.where(i - ns * dilation < 0, imodd, inside)
 
 
 def _na_indices(length: int, kernel_size: int, dilation: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,8 +209,10 @@ def _na_indices(length: int, kernel_size: int, dilation: int, device) -> tuple[t
     if length < kernel_size * dilation:
         raise ValueError(f"Neighbourhood attention needs every spatial side >= kernel_size * dilation "
                          f"({kernel_size} * {dilation}); got {length}. Pad the input first (the module does).")
-    keys = natten_window_start(length, kernel_size, dilation, device)[:, None] + torch.arange(kernel_size, device=device) * dilation
-    bias = torch.div(keys - torch.arange(length, device=device)[:, None], dilation, rounding_mode="floor") + kernel_size - 1
+    steps = torch.arange(kernel_size, device=device) * dilation
+    keys = natten_window_start(length, kernel_size, dilation, device)[:, None] + steps
+    offsets = keys - torch.arange(length, device=device)[:, None]
+    bias = torch.div(offsets, dilation, rounding_mode="floor") + kernel_size - 1
     return keys, bias
 
 

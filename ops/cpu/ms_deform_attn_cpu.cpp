@@ -282,8 +282,7 @@ void backward_kernel(const Problem& pb, const std::vector<Level>& levels, const 
 }
 
 at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
-                       const at::Tensor& sampling_loc, const at::Tensor& attn_weight,
-                       int64_t /*im2col_step: no batch chunking is needed*/) {
+                       const at::Tensor& sampling_loc, const at::Tensor& attn_weight) {
   const Problem pb = check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight, at::Tensor(),
                                   c10::DeviceType::CPU);
   const std::vector<Level> levels = read_levels(spatial_shapes, level_start_index, pb.spatial);
@@ -299,8 +298,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(const at::Tensor& va
                                                             const at::Tensor& level_start_index,
                                                             const at::Tensor& sampling_loc,
                                                             const at::Tensor& attn_weight,
-                                                            const at::Tensor& grad_output,
-                                                            int64_t /*im2col_step: no batch chunking is needed*/) {
+                                                            const at::Tensor& grad_output) {
   const Problem pb = check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight, grad_output,
                                   c10::DeviceType::CPU);
   const std::vector<Level> levels = read_levels(spatial_shapes, level_start_index, pb.spatial);
@@ -324,10 +322,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(const at::Tensor& va
 TORCH_LIBRARY_FRAGMENT(dense, m) {
   m.def(
       "ms_deform_attn_forward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, Tensor sampling_loc, "
-      "Tensor attn_weight, int im2col_step) -> Tensor");
+      "Tensor attn_weight) -> Tensor");
   m.def(
       "ms_deform_attn_backward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, Tensor sampling_loc, "
-      "Tensor attn_weight, Tensor grad_output, int im2col_step) -> (Tensor, Tensor, Tensor)");
+      "Tensor attn_weight, Tensor grad_output) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(dense, CPU, m) {

@@ -157,8 +157,7 @@ int backward_group_size(int64_t channels) {
 }
 
 at::Tensor forward_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
-                        const at::Tensor& sampling_loc, const at::Tensor& attn_weight,
-                        int64_t /*im2col_step: no batch chunking is needed*/) {
+                        const at::Tensor& sampling_loc, const at::Tensor& attn_weight) {
   const Problem pb = check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight, at::Tensor(),
                                   c10::DeviceType::CUDA);
   const at::cuda::OptionalCUDAGuard guard(value.device());
@@ -180,8 +179,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& v
                                                              const at::Tensor& level_start_index,
                                                              const at::Tensor& sampling_loc,
                                                              const at::Tensor& attn_weight,
-                                                             const at::Tensor& grad_output,
-                                                             int64_t /*im2col_step: no batch chunking is needed*/) {
+                                                             const at::Tensor& grad_output) {
   const Problem pb = check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight, grad_output,
                                   c10::DeviceType::CUDA);
   const at::cuda::OptionalCUDAGuard guard(value.device());

@@ -69,7 +69,8 @@ class RetinaHead(nn.Module):
                    box_coder=BoxCoder(tuple(r.BBOX_REG_WEIGHTS)), num_convs=r.NUM_CONVS, prior_prob=r.PRIOR_PROB,
                    focal_alpha=r.FOCAL_LOSS_ALPHA, focal_gamma=r.FOCAL_LOSS_GAMMA, smooth_l1_beta=r.SMOOTH_L1_LOSS_BETA,
                    score_thresh=r.SCORE_THRESH_TEST, topk_candidates=r.TOPK_CANDIDATES_TEST,
-                   candidate_rule=r.CANDIDATE_RULE, nms_thresh=r.NMS_THRESH_TEST, detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+                   candidate_rule=r.CANDIDATE_RULE, nms_thresh=r.NMS_THRESH_TEST,
+                   detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
 
     def forward(self, features: dict[str, torch.Tensor], image_sizes: list[tuple[int, int]],
                 gt_instances: list[Instances] | None = None, padded_sizes: list[tuple[int, int]] | None = None
