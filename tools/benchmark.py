@@ -3,6 +3,7 @@
 
     python tools/benchmark.py ops [--device cpu|cuda] [--repeat 3]
     python tools/benchmark.py backbones [--device cpu|cuda] [--size 512] [--variants dat_pp_tiny davit_tiny ...]
+    python tools/benchmark.py compile [--device cpu|cuda] [--size 224] [--variants ...] [--compile-backend inductor]
     python tools/benchmark.py model --config-file CFG [--device cpu|cuda] [--size H W] [--opts KEY VALUE ...]
     python tools/benchmark.py resize [--size 512] [--repeat 3]
 
@@ -11,6 +12,8 @@ image; DCNv3 as in InternImage-T stage 1; DSCN as in DSAN-T stage 1; NA as in DA
 and forward+backward per backend, speed-up over the pure-PyTorch reference.
 backbones: images/s and peak memory of every variant in configs/backbones at SIZE x SIZE, with the
 compiled kernels and (baseline) with the reference ops.
+compile: eager vs torch.compile(fullgraph=True) inference of the tiny variant of each backbone family (or
+--variants), ms per batch and the speed-up, measured in the same process, with the one-off compile time.
 model: one inference of the whole model of a config (random weights; the config's test mode: whole / slide /
 multi-scale, semantic / panoptic / instance) on an H x W image: seconds, weights and peak memory above them.
 resize: the test-time image resize of each INPUT.RESIZE_BACKEND (cv2 = the mmcv pipelines' pixels) on a
@@ -195,6 +198,40 @@ def bench_backbones(args):
     _print_table(["backbone", "img/s", "peak MiB", "img/s (ref ops)", "peak MiB (ref ops)", "speed-up"], rows)
 
 
+def bench_compile(args):
+    """Eager vs torch.compile(fullgraph=True) inference of each backbone (the dense ops stay opaque operators in the
+    graph), time per image and the ratio in the same process; the one-off compile time beside it."""
+    device = args.device
+    configs = sorted(glob.glob(os.path.join(REPO, "configs", "backbones", "*.yaml")))
+    configs = [c for c in configs if os.path.splitext(os.path.basename(c))[0] in (args.variants or DEFAULT_COMPILE)]
+    rows = []
+    for path in configs:
+        cfg = get_cfg()
+        cfg.merge_from_file(path)
+        model = build_backbone(cfg).to(device).eval()
+        images = torch.randn(args.batch, 3, args.size, args.size, device=device)
+        compiled = torch.compile(model, fullgraph=True, backend=args.compile_backend)
+        start = time.perf_counter()
+        with torch.no_grad():
+            compiled(images)
+        compile_s = time.perf_counter() - start
+        times = {}
+        for name, fn in (("eager", model), ("compiled", compiled)):
+            def step(fn=fn, images=images):
+                with torch.no_grad():
+                    return fn(images)
+            times[name] = best_time(step, device, args.repeat)
+        eager, fast = times["eager"], times["compiled"]
+        rows.append([os.path.splitext(os.path.basename(path))[0], f"{eager * 1e3:.1f}", f"{fast * 1e3:.1f}",
+                     f"{eager / fast:.2f}x", f"{compile_s:.0f}"])
+    print(f"device {device}, {args.size}x{args.size}, batch {args.batch}, threads {torch.get_num_threads()}, "
+          f"torch.compile backend {args.compile_backend}")
+    _print_table(["backbone", "eager ms", "compiled ms", "speed-up", "compile s"], rows)
+
+
+DEFAULT_COMPILE = ("dat_pp_tiny", "dat_tiny", "davit_tiny", "vit_adapter_tiny_deit", "dsan_t", "resnet50")
+
+
 def bench_model(args):
     cfg = get_cfg()
     cfg.merge_from_file(args.config_file)
@@ -256,12 +293,13 @@ def _print_table(headers, rows):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["ops", "backbones", "model", "resize"])
+    p.add_argument("what", choices=["ops", "backbones", "compile", "model", "resize"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--size", type=int, nargs="+", default=[512], help="image side, or height and width (model)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--variants", nargs="*", help="backbone config names (default: all in configs/backbones)")
+    p.add_argument("--compile-backend", default="inductor", help="compile: torch.compile's backend")
     p.add_argument("--config-file", help="model: the config whose model is measured")
     p.add_argument("--opts", nargs="*", default=[], help="model: KEY VALUE config overrides")
     args = p.parse_args()
@@ -269,7 +307,8 @@ def main():
         p.error("model needs --config-file")
     if args.what != "model":
         args.size = args.size[0]
-    {"ops": bench_ops, "backbones": bench_backbones, "model": bench_model, "resize": bench_resize}[args.what](args)
+    {"ops": bench_ops, "backbones": bench_backbones, "compile": bench_compile, "model": bench_model,
+     "resize": bench_resize}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 from torchvision.ops import FrozenBatchNorm2d
 
 from ..utils import comm
@@ -103,8 +104,10 @@ class ConvNormAct(nn.Module):
 
 
 def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear", align_corners: bool = False) -> torch.Tensor:
-    """F.interpolate to an explicit output size (the scale is derived from the sizes, as in mmseg)."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    """F.interpolate to an explicit output size (the scale is derived from the sizes, as in mmseg). Skipped when the
+    size is already ``size`` (under torch.export: when that is known from the shapes' formulas, without a guard;
+    otherwise the resize runs, which at an equal size is exactly the identity)."""
+    if all(guard_or_false(a == b) for a, b in zip(x.shape[-2:], size)):
         return x
     if mode == "nearest":
         return F.interpolate(x, size=size, mode=mode)
@@ -119,7 +122,8 @@ class Upsample(nn.Module):
         self.scale_factor, self.mode, self.align_corners = scale_factor, mode, align_corners
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = (int(x.shape[-2] * self.scale_factor), int(x.shape[-1] * self.scale_factor))
+        size = tuple(s * self.scale_factor if isinstance(self.scale_factor, int) else int(s * self.scale_factor)
+                     for s in x.shape[-2:])  # an int factor keeps symbolic sizes symbolic
         return resize(x, size, self.mode, self.align_corners)
 
 

@@ -1,7 +1,6 @@
 """A batch of images of different sizes, padded into one tensor."""
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -45,13 +44,13 @@ class ImageList:
         """Pad ``tensors`` ([..., h_i, w_i] each) to a common size that is a multiple of ``size_divisibility``
         and at least ``min_size`` (h, w), and stack them."""
         assert len(tensors) > 0, "ImageList.from_tensors needs at least one tensor"
-        sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
+        sizes = [(t.shape[-2], t.shape[-1]) for t in tensors]  # ints (symbolic under torch.export: kept so)
         max_h = max(s[0] for s in sizes)
         max_w = max(s[1] for s in sizes)
         if min_size is not None:
             max_h, max_w = max(max_h, min_size[0]), max(max_w, min_size[1])
-        if size_divisibility > 1:
-            max_h = int(math.ceil(max_h / size_divisibility) * size_divisibility)
-            max_w = int(math.ceil(max_w / size_divisibility) * size_divisibility)
+        if size_divisibility > 1:  # integer ceiling: no float round trip
+            max_h = -(-max_h // size_divisibility) * size_divisibility
+            max_w = -(-max_w // size_divisibility) * size_divisibility
         batch = [F.pad(t, (0, max_w - s[1], 0, max_h - s[0]), value=pad_value) for t, s in zip(tensors, sizes)]
         return ImageList(torch.stack(batch).contiguous(), sizes)

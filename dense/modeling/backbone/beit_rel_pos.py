@@ -88,8 +88,9 @@ def rel_pos_resample_matrix(src: int, dst: int) -> torch.Tensor:
 
 def resample_table_2d(core: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """[R, C, heads] table -> [rows, cols, heads] (separable: one spline per axis)."""
-    ry = rel_pos_resample_matrix(core.shape[0], rows).to(core.device, core.dtype)
-    rx = rel_pos_resample_matrix(core.shape[1], cols).to(core.device, core.dtype)
+    matrix = rel_pos_resample_matrix.__wrapped__ if torch.compiler.is_compiling() else rel_pos_resample_matrix
+    ry = matrix(core.shape[0], rows).to(core.device, core.dtype)  # (a trace must not cache its fake tensors)
+    rx = matrix(core.shape[1], cols).to(core.device, core.dtype)
     return torch.einsum("ir,rch,jc->ijh", ry, core, rx)
 
 

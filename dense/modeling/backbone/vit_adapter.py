@@ -46,6 +46,7 @@ from torch.utils.checkpoint import checkpoint
 from ...checkpoint.released import ReleasedCheckpoint
 from ...config.config import CfgNode as CN
 from ...ops import MSDeformAttn
+from ...ops.ms_deform_attn import level_tensors
 from ..layers import drop_path_rates, get_norm, resize
 from ..registry_utils import ArgumentError, build_from_node
 from .backbone import Backbone
@@ -131,8 +132,15 @@ def _from_released(state_dict: dict, backbone: ViTAdapter) -> tuple[dict, dict]:
 # ------------------------------------------------------------------------------------------------------
 # BEiT relative position index
 # ------------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=8)
 def _rel_pos_index(h: int, w: int, with_cls: bool, device: torch.device) -> torch.Tensor:
+    """:func:`_rel_pos_index_table`, cached per grid size in eager mode (a trace must not cache its fake tensors,
+    nor hash symbolic sizes)."""
+    if torch.compiler.is_compiling():
+        return _rel_pos_index_table(h, w, with_cls, device)
+    return _cached_rel_pos_index(h, w, with_cls, device)
+
+
+def _rel_pos_index_table(h: int, w: int, with_cls: bool, device: torch.device) -> torch.Tensor:
     """[N, N] int64 rows of the (2h-1) x (2w-1) table (+ 3 cls entries) for query/key pairs of an h x w grid
     (N = h*w, + 1 with the class token first), BEiT's layout: (dy + h - 1) * (2w - 1) + dx + w - 1."""
     ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
@@ -147,6 +155,9 @@ def _rel_pos_index(h: int, w: int, with_cls: bool, device: torch.device) -> torc
     full[:, 0] = n + 1  # token -> cls
     full[0, 0] = n + 2  # cls -> cls
     return full
+
+
+_cached_rel_pos_index = functools.lru_cache(maxsize=8)(_rel_pos_index_table)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -341,9 +352,8 @@ class _DeformInputs:
                                     (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w, indexing="ij")
             refs.append(torch.stack([xs.flatten(), ys.flatten()], -1))
         self.reference_points = torch.cat(refs)[None, :, None]
-        self.spatial_shapes = torch.as_tensor(value_shapes, dtype=torch.long, device=device)
-        areas = self.spatial_shapes.prod(1)
-        self.level_start_index = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
+        self.value_shapes = [(h, w) for h, w in value_shapes]  # the same as Python ints: no host reads in the op
+        self.spatial_shapes, self.level_start_index = level_tensors(self.value_shapes, device)
 
 
 class Injector(nn.Module):
@@ -359,7 +369,7 @@ class Injector(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, inputs: _DeformInputs) -> torch.Tensor:
         attn = self.attn(self.query_norm(x), inputs.reference_points, self.feat_norm(c), inputs.spatial_shapes,
-                         inputs.level_start_index)
+                         inputs.level_start_index, level_shapes=inputs.value_shapes)
         return x + self.gamma * attn
 
 
@@ -382,7 +392,7 @@ class Extractor(nn.Module):
     def forward(self, c: torch.Tensor, x: torch.Tensor, inputs: _DeformInputs,
                 level_shapes: Sequence[tuple[int, int]]) -> torch.Tensor:
         c = c + self.attn(self.query_norm(c), inputs.reference_points, self.feat_norm(x), inputs.spatial_shapes,
-                          inputs.level_start_index)
+                          inputs.level_start_index, level_shapes=inputs.value_shapes)
         if self.with_cffn:
             c = c + self.drop_path(self.ffn(self.ffn_norm(c), level_shapes))
         return c

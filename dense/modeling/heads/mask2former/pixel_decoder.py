@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ....ops import MSDeformAttn
+from ....ops.ms_deform_attn import level_tensors
 from ...layers import ConvNormAct
 from .layers import FFN, SinePositionalEncoding
 
@@ -28,9 +29,11 @@ class DeformableEncoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, reference_points: torch.Tensor, spatial_shapes: torch.Tensor,
-                level_start_index: torch.Tensor) -> torch.Tensor:
-        """x, pos [N, S, C] (all levels flattened, coarse first); reference_points [N, S, L, 2]."""
-        attn = self.attentions[0](x + pos, reference_points, x, spatial_shapes, level_start_index)
+                level_start_index: torch.Tensor, level_shapes: list[tuple[int, int]]) -> torch.Tensor:
+        """x, pos [N, S, C] (all levels flattened, coarse first); reference_points [N, S, L, 2]; level_shapes: the
+        spatial_shapes as Python ints."""
+        attn = self.attentions[0](x + pos, reference_points, x, spatial_shapes, level_start_index,
+                                  level_shapes=level_shapes)
         x = self.norms[0](x + self.dropout(attn))
         return self.norms[1](self.ffns[0](x))
 
@@ -121,10 +124,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
             pos.append(level_pos.flatten(2).transpose(1, 2))
             shapes.append((h, w))
             refs.append(_reference_points(h, w, feat.device))
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=features[0].device)
-        level_start_index = torch.cat([spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]])
+        spatial_shapes, level_start_index = level_tensors(shapes, features[0].device)
         reference_points = torch.cat(refs)[None, :, None].expand(n, -1, self.num_encoder_levels, -1)
-        x = self.encoder(torch.cat(srcs, 1), torch.cat(pos, 1), reference_points, spatial_shapes, level_start_index)
+        x = self.encoder(torch.cat(srcs, 1), torch.cat(pos, 1), reference_points, spatial_shapes, level_start_index,
+                         shapes)
         outs = [t.transpose(1, 2).reshape(n, -1, h, w)
                 for t, (h, w) in zip(x.split([h * w for h, w in shapes], 1), shapes)]
         for i, (lateral, output) in enumerate(zip(self.lateral_convs, self.output_convs)):
