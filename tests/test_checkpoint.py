@@ -119,3 +119,44 @@ def test_interrupted_write_keeps_previous_checkpoint(tiny_cfg, tmp_path, monkeyp
         ck.save("model_0000002", iteration=2)
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
     assert not (tmp_path / "model_0000002.pth").exists()
+
+
+def _davit_release(tmp_path) -> str:
+    """Stand-in weights in the layout of a released DaViT mmseg model (golden key table: backbone.* official names)."""
+    from golden_utils import load_golden, released_checkpoint
+
+    path = str(tmp_path / "davit_release.pth")
+    released_checkpoint(load_golden("davit_tiny"), path)
+    return path
+
+
+def test_a_checkpoint_of_another_family_stops_naming_it(tmp_path):
+    """A DaViT release with a DAT++ config: nothing of the backbone would load, so the load stops and names the
+    family the file looks like and the configs that fit (it used to log 'Loaded 0 tensors' and evaluate a random
+    model); MODEL.WEIGHTS_ALLOW_PARTIAL loads what fits."""
+    from dense.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.merge_from_file("configs/synthetic/semantic_fpn/dat_pp_nano_demo.yaml")
+    cfg.MODEL.DEVICE = "cpu"
+    path = _davit_release(tmp_path)
+    with pytest.raises(CheckpointMismatchError, match=r"(?s)holds none of the model's backbone weights.*looks like a "
+                                                      r"DaViT checkpoint.*configs/backbones/davit_tiny\.yaml.*"
+                                                      r"MODEL.WEIGHTS_ALLOW_PARTIAL True"):
+        DenseCheckpointer.from_config(cfg, build_model(cfg), save_dir="").load(path)
+    cfg.MODEL.WEIGHTS_ALLOW_PARTIAL = True
+    checkpointer = DenseCheckpointer.from_config(cfg, build_model(cfg), save_dir="")
+    checkpointer.load(path)
+    assert not [k for k in checkpointer.last_report.loaded if k.startswith("backbone.")]
+
+
+def test_evaluation_needs_every_weight(tmp_path, tiny_cfg):
+    """--eval-only (require_complete): a checkpoint that leaves a head uninitialised stops, naming the missing keys;
+    training from it (the backbone loads) is the normal fine-tuning case and goes on."""
+    model = build_model(tiny_cfg)
+    sd = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    torch.save({"model": sd}, tmp_path / "backbone_only.pth")
+    DenseCheckpointer.from_config(tiny_cfg, build_model(tiny_cfg), save_dir="").load(str(tmp_path / "backbone_only.pth"))
+    with pytest.raises(CheckpointMismatchError, match=r"lacks \d+ of the model's weights: neck\."):
+        DenseCheckpointer.from_config(tiny_cfg, build_model(tiny_cfg), save_dir="",
+                                      require_complete=True).load(str(tmp_path / "backbone_only.pth"))

@@ -129,3 +129,14 @@ def test_bad_backbone_value_names_the_key_and_value():
     cfg.MODEL.DAT.DIMS, cfg.MODEL.DAT.STAGE_SPEC = [64, 128, 256, 512], ["ND", "NX", "ND", "DD"]
     with pytest.raises(ValueError, match=r"^MODEL.DAT.STAGE_SPEC = .*: block type 'X' is not supported"):
         build_backbone(cfg)
+
+
+def test_missing_base_file_names_the_including_yaml(tmp_path):
+    """A _BASE_ entry that does not exist: the error names the YAML that refers to it and the path looked for (also
+    when the missing base is two levels down)."""
+    (tmp_path / "child.yaml").write_text('_BASE_: ["missing/Base.yaml"]\nSOLVER:\n  MAX_ITER: 5\n')
+    (tmp_path / "top.yaml").write_text('_BASE_: "child.yaml"\n')
+    for top in ("child.yaml", "top.yaml"):
+        with pytest.raises(FileNotFoundError, match=r"child\.yaml' inherits _BASE_ 'missing/Base\.yaml', which does "
+                                                    r"not exist \(looked for '.*missing/Base\.yaml'"):
+            get_cfg().merge_from_file(str(tmp_path / top))

@@ -603,3 +603,22 @@ def test_retinanet_candidate_rule_of_each_mmdet_version(rule, expected):
     with pytest.raises(ValueError, match="MODEL.RETINANET.CANDIDATE_RULE must be"):
         cfg.MODEL.RETINANET.CANDIDATE_RULE = "2.11"
         build_model(cfg)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("bbox", [1.0, 2.0, 3.0], r"has bbox \[1.0, 2.0, 3.0\]; COCO boxes are 4 numbers \[x, y, width, height\]"),
+    ("category_id", 999, r"has category_id 999, which is not among the file's categories"),
+])
+def test_malformed_coco_annotation_is_named(synthetic_root, tmp_path, field, value, message):
+    """A bbox of 3 numbers / a category_id missing from 'categories': a sentence naming the json, the annotation and
+    its image (not 'not enough values to unpack' / 'KeyError: 999')."""
+    from dense.data.datasets.coco import load_coco_json
+
+    with open(os.path.join(synthetic_root, "annotations", "instances_train.json")) as f:
+        data = json.load(f)
+    data["annotations"][0][field] = value
+    path = str(tmp_path / "bad.json")
+    with open(path, "w") as f:
+        json.dump(data, f)
+    with pytest.raises(ValueError, match=rf"bad\.json: annotation {data['annotations'][0]['id']} of image .*{message}"):
+        load_coco_json(path, os.path.join(synthetic_root, "images", "train"))

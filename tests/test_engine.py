@@ -142,3 +142,35 @@ def test_trainer_initialisation_follows_seed_not_ambient_rng(tiny_cfg):
     tiny_cfg.SEED = tiny_cfg.SEED + 1
     other = Trainer(tiny_cfg).model.state_dict()
     assert any(not torch.equal(first[k], other[k]) for k in first if first[k].is_floating_point())
+
+
+def test_failed_checkpoint_write_keeps_the_last_one(tiny_cfg, monkeypatch):
+    """A checkpoint write that fails (here: torch's 'PytorchStreamWriter failed writing' of a full disk, after part of
+    the file went out) stops with a sentence naming the file, OUTPUT_DIR and the intact previous checkpoint; no
+    partial file is left, last_checkpoint still names the complete one, and --resume continues from it."""
+    import dense.checkpoint.checkpointer as ckpt_module
+
+    tiny_cfg.DATASETS.TEST = ()
+    real_save, calls = torch.save, []
+
+    def save_that_fills_the_disk(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the iteration-6 checkpoint (the first, at iteration 3, is written)
+            f.write(b"PK\x03\x04 partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4096 vs 1024\n(more)")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt_module.torch, "save", save_that_fills_the_disk)
+    with pytest.raises(OSError, match=r"Could not write checkpoint '.*model_0000005\.pth' \(RuntimeError: "
+                                      r"\[enforce fail.*unexpected pos 4096 vs 1024\)\. Nothing of it was kept; the "
+                                      r"previous checkpoint 'model_0000002\.pth' and last_checkpoint are intact"):
+        Trainer(tiny_cfg).train()
+    monkeypatch.setattr(ckpt_module.torch, "save", real_save)
+    out = tiny_cfg.OUTPUT_DIR
+    assert open(os.path.join(out, "last_checkpoint")).read() == "model_0000002.pth"
+    assert not [f for f in os.listdir(out) if ".tmp" in f or f == "model_0000005.pth"]
+    resumed = Trainer(tiny_cfg)
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 3
+    resumed.train()
+    assert os.path.isfile(os.path.join(out, "model_final.pth"))

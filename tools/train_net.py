@@ -23,7 +23,8 @@ def main(args):
         if not cfg.MODEL.WEIGHTS and not args.resume:
             sys.exit("--eval-only needs the weights to evaluate: add MODEL.WEIGHTS path/to/checkpoint.pth")
         model = Trainer.build_model(cfg)
-        DenseCheckpointer.from_config(cfg, model).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        DenseCheckpointer.from_config(cfg, model, require_complete=True).resume_or_load(cfg.MODEL.WEIGHTS,
+                                                                                  resume=args.resume)
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             flat = flatten_results_dict(results)

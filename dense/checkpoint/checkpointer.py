@@ -14,7 +14,7 @@ from torch import nn
 
 from .io import load_checkpoint_file
 from ..utils.comm import unwrap_model
-from .released import convert_released, mismatch_hint
+from .released import convert_released, family_configs, mismatch_hint, released_family
 
 __all__ = ["DenseCheckpointer", "LoadReport", "CheckpointMismatchError"]
 
@@ -98,24 +98,27 @@ class DenseCheckpointer(Checkpointer):
     """
 
     def __init__(self, model: nn.Module, save_dir: str = "", *, save_to_disk: bool | None = None,
-                 trusted: bool = False, skip_mismatch: bool = False, **checkpointables: Any):
+                 trusted: bool = False, skip_mismatch: bool = False, allow_partial: bool = False,
+                 require_complete: bool = False, **checkpointables: Any):
         from ..utils import comm
 
         super().__init__(unwrap_model(model), save_dir,
                          save_to_disk=comm.is_main_process() if save_to_disk is None else save_to_disk,
                          **checkpointables)
         self.trusted, self.skip_mismatch = trusted, skip_mismatch
+        self.allow_partial, self.require_complete = allow_partial, require_complete
         self.last_report: LoadReport | None = None
         self._source = ""
 
     @classmethod
-    def from_config(cls, cfg, model: nn.Module, save_dir: str | None = None,
+    def from_config(cls, cfg, model: nn.Module, save_dir: str | None = None, require_complete: bool = False,
                     **checkpointables: Any) -> DenseCheckpointer:
         """The checkpointer of ``model`` as ``cfg`` says: MODEL.WEIGHTS_TRUSTED, MODEL.WEIGHTS_SKIP_MISMATCH,
-        checkpoints in ``save_dir`` (default OUTPUT_DIR; "" = none), plus ``checkpointables`` (optimizer, scheduler,
-        ...)."""
+        MODEL.WEIGHTS_ALLOW_PARTIAL, checkpoints in ``save_dir`` (default OUTPUT_DIR; "" = none), plus
+        ``checkpointables`` (optimizer, scheduler, ...). ``require_complete`` (evaluation): every weight must load."""
         return cls(model, cfg.OUTPUT_DIR if save_dir is None else save_dir, trusted=cfg.MODEL.WEIGHTS_TRUSTED,
-                   skip_mismatch=cfg.MODEL.WEIGHTS_SKIP_MISMATCH, **checkpointables)
+                   skip_mismatch=cfg.MODEL.WEIGHTS_SKIP_MISMATCH, allow_partial=cfg.MODEL.WEIGHTS_ALLOW_PARTIAL,
+                   require_complete=require_complete, **checkpointables)
 
     # ------------------------------------------------------------------ saving
     def save(self, name: str, **kwargs: Any) -> None:
@@ -127,7 +130,16 @@ class DenseCheckpointer(Checkpointer):
         data.update(kwargs)
         path = os.path.join(self.save_dir, f"{name}.pth")
         self.logger.info(f"Saving checkpoint to {path}")
-        _atomic_write(path, lambda f: torch.save(data, f))
+        try:
+            _atomic_write(path, lambda f: torch.save(data, f))
+        except (OSError, RuntimeError) as e:  # disk full (torch: "PytorchStreamWriter failed writing"), read-only dir
+            last = os.path.join(self.save_dir, "last_checkpoint")
+            previous = open(last).read().strip() if os.path.isfile(last) else None
+            kept = (f"the previous checkpoint '{previous}' and last_checkpoint are intact, so --resume continues from "
+                    f"it" if previous else "no earlier checkpoint exists in it")
+            raise OSError(f"Could not write checkpoint '{path}' ({type(e).__name__}: {str(e).splitlines()[0]}). "
+                          f"Nothing of it was kept; {kept}. Free space in, or make writable, OUTPUT_DIR "
+                          f"'{self.save_dir}'") from e
         self.tag_last_checkpoint(os.path.basename(path))
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
@@ -179,10 +191,34 @@ class DenseCheckpointer(Checkpointer):
                 f"and NUM_CLASSES), or set MODEL.WEIGHTS_SKIP_MISMATCH True to leave these at initialisation "
                 f"(e.g. fine-tuning to another number of classes)"
             )
+        if not self.allow_partial:
+            self._check_coverage(state_dict, loadable, report)
         self.model.load_state_dict(loadable, strict=False)
         report.loaded = sorted(loadable)
         self.last_report = report
         return report
+
+    def _check_coverage(self, state_dict: dict, loadable: dict, report: LoadReport) -> None:
+        """Stop when the file leaves the whole backbone uninitialised (a file of another family or task), or, when
+        ``require_complete`` (evaluation), any weight: naming what the file looks like and the configs that fit."""
+        prefix = "backbone." if any(k.startswith("backbone.") for k in self.model.state_dict()) else ""
+        backbone_loaded = any(k.startswith(prefix) for k in loadable)
+        if backbone_loaded and not (self.require_complete and report.missing):
+            return
+        if backbone_loaded:
+            what = f"lacks {len(report.missing)} of the model's weights: {', '.join(_group_keys(report.missing)[:6])}"
+        else:
+            what = (f"holds none of the model's backbone weights ({len(loadable)} of its {len(state_dict)} tensors "
+                    f"fit this {type(self.model).__name__})")
+        family = released_family(state_dict)
+        own = type(getattr(self.model, "backbone", self.model)).__name__
+        looks = ""
+        if family is not None and family != own:
+            configs = ", ".join(family_configs(family)) or f"MODEL.BACKBONE.NAME {family}"
+            looks = f" It looks like a {family} checkpoint: use a config with that backbone ({configs})."
+        raise CheckpointMismatchError(
+            f"Checkpoint '{self._source}' {what}.{looks} To load it anyway (e.g. ImageNet weights to fine-tune, or a "
+            f"partial model), set MODEL.WEIGHTS_ALLOW_PARTIAL True")
 
     def _log_incompatible_keys(self, report: LoadReport) -> None:
         level = logging.WARNING if (report.missing or report.unexpected or report.mismatched) else logging.INFO

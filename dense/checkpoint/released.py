@@ -13,6 +13,8 @@ of its keys. This module does the rest, the same for every family:
 """
 from __future__ import annotations
 
+import glob
+import os
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -22,7 +24,8 @@ from torch import nn
 from ..utils.comm import unwrap_model
 from .layouts import DETECTRON2_MASK2FORMER_KEY, MMCV_HEAD_PREFIXES, detectron2_mask2former_key
 
-__all__ = ["ReleasedCheckpoint", "Conversion", "convert_released", "mismatch_hint"]
+__all__ = ["ReleasedCheckpoint", "Conversion", "convert_released", "mismatch_hint", "released_family",
+           "family_configs"]
 
 BACKBONE = "backbone."
 
@@ -83,6 +86,31 @@ def mismatch_hint(model: nn.Module, mismatched: list) -> str:
     backbone, _ = _backbone_and_prefix(model)
     rules = getattr(type(backbone), "released", None)
     return rules.mismatch_hint(mismatched, backbone) if rules is not None and rules.mismatch_hint else ""
+
+
+def released_family(state_dict: dict) -> str | None:
+    """The registered backbone family (BACKBONE_REGISTRY name) whose released layout ``state_dict`` holds, or None."""
+    from ..modeling.backbone import BACKBONE_REGISTRY
+
+    for name, cls in BACKBONE_REGISTRY:
+        rules = getattr(cls, "released", None)
+        if rules is not None and rules.matches(state_dict):
+            return name
+    return None
+
+
+def family_configs(family: str) -> list[str]:
+    """The shipped configs/backbones/*.yaml of backbone ``family`` (paths relative to the repository)."""
+    import yaml
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = []
+    for path in sorted(glob.glob(os.path.join(root, "configs", "backbones", "*.yaml"))):
+        with open(path) as f:
+            node = (yaml.safe_load(f) or {}).get("MODEL", {}).get("BACKBONE", {})
+        if node.get("NAME") == family:
+            out.append(os.path.relpath(path, root))
+    return out
 
 
 def convert_released(state_dict: dict, model: nn.Module) -> Conversion | None:

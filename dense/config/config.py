@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
 
 __all__ = ["CfgNode", "get_cfg", "ConfigError", "ConfigValueError"]
@@ -37,6 +38,27 @@ class CfgNode(_FvCfgNode):
             raise ConfigError(f"{_explain(e)} (in config file '{cfg_filename}')") from None
         except ValueError as e:
             raise ConfigError(f"{e} (in config file '{cfg_filename}')") from None
+
+    @classmethod
+    def load_yaml_with_base(cls, filename: str, allow_unsafe: bool = False) -> dict:
+        """fvcore's loader (bases merged under the file), after checking that every ``_BASE_`` file exists: a
+        missing one is named with the YAML that refers to it."""
+        with open(filename) as f:
+            try:
+                data = yaml.safe_load(f) or {}
+            except yaml.YAMLError:
+                data = {}  # fvcore reports it (or loads it with allow_unsafe)
+        bases = data.get("_BASE_", []) if isinstance(data, dict) else []
+        for base in [bases] if isinstance(bases, str) else bases:
+            path = os.path.expanduser(str(base))
+            if "://" in path:
+                continue
+            path = path if os.path.isabs(path) else os.path.join(os.path.dirname(filename), path)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"Config file '{filename}' inherits _BASE_ '{base}', which does not exist "
+                                        f"(looked for '{os.path.normpath(path)}'; relative bases are read from the "
+                                        f"including file's folder): fix that entry of its _BASE_ list")
+        return super().load_yaml_with_base(filename, allow_unsafe=allow_unsafe)
 
     def merge_from_list(self, cfg_list: list) -> None:
         if len(cfg_list) % 2 != 0:

@@ -18,6 +18,7 @@ _C.MODEL.META_ARCHITECTURE = "SemanticSegmentor"  # name in META_ARCH_REGISTRY
 _C.MODEL.DEVICE = ""  # "cpu", "cuda" or "cuda:N"; empty = cuda when available, else cpu
 _C.MODEL.WEIGHTS = ""  # dense checkpoint or released checkpoint of a supported family (converted on load)
 _C.MODEL.WEIGHTS_SKIP_MISMATCH = False  # skip (and report) shape-mismatched keys instead of failing, e.g. new class count
+_C.MODEL.WEIGHTS_ALLOW_PARTIAL = False  # load MODEL.WEIGHTS even when it leaves the whole backbone (or, with --eval-only, any weight) uninitialised: otherwise that stops with what the file looks like
 _C.MODEL.WEIGHTS_TRUSTED = False  # allow checkpoints whose pickle runs code (only for files you trust)
 # Per-channel normalisation applied to the image in INPUT.FORMAT order (defaults: ImageNet, RGB, 0-255)
 _C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]  # subtracted from the image

@@ -51,7 +51,12 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: str | None = N
         img = coco.imgs[img_id]
         anns = []
         for ann in coco.imgToAnns.get(img_id, []):
-            x, y, w, h = ann["bbox"]
+            x, y, w, h = _xywh(ann, img, json_file)
+            if ann.get("category_id") not in id_map:
+                raise ValueError(f"{json_file}: annotation {ann.get('id')} of image '{img.get('file_name')}' has "
+                                 f"category_id {ann.get('category_id')!r}, which is not among the file's categories "
+                                 f"(ids {cat_ids[:20]}{' ...' if len(cat_ids) > 20 else ''}): add the category to "
+                                 f"'categories' or fix the annotation")
             obj = {"id": ann.get("id"), "bbox": [x, y, x + w, y + h], "category_id": id_map[ann["category_id"]],
                    "iscrowd": ann.get("iscrowd", 0)}
             if "segmentation" in ann:
@@ -61,6 +66,15 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: str | None = N
                         "width": img["width"], "image_id": img_id, "annotations": anns})
     logger.info(f"Loaded {len(records)} images from {json_file}")
     return records
+
+
+def _xywh(ann: dict, img: dict, json_file: str) -> list[float]:
+    """The annotation's COCO bbox [x, y, width, height], or an error naming the file, annotation and image."""
+    box = ann.get("bbox")
+    if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(isinstance(v, (int, float)) for v in box):
+        raise ValueError(f"{json_file}: annotation {ann.get('id')} of image '{img.get('file_name')}' has bbox "
+                         f"{box!r}; COCO boxes are 4 numbers [x, y, width, height]: fix or remove the annotation")
+    return list(box)
 
 
 def register_coco_instances(name: str, metadata: dict, json_file: str, image_root: str) -> None:
