@@ -155,8 +155,8 @@ def test_evaluation_needs_every_weight(tmp_path, tiny_cfg):
     training from it (the backbone loads) is the normal fine-tuning case and goes on."""
     model = build_model(tiny_cfg)
     sd = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
-    torch.save({"model": sd}, tmp_path / "backbone_only.pth")
-    DenseCheckpointer.from_config(tiny_cfg, build_model(tiny_cfg), save_dir="").load(str(tmp_path / "backbone_only.pth"))
+    path = str(tmp_path / "backbone_only.pth")
+    torch.save({"model": sd}, path)
+    DenseCheckpointer.from_config(tiny_cfg, build_model(tiny_cfg), save_dir="").load(path)
     with pytest.raises(CheckpointMismatchError, match=r"lacks \d+ of the model's weights: neck\."):
-        DenseCheckpointer.from_config(tiny_cfg, build_model(tiny_cfg), save_dir="",
-                                      require_complete=True).load(str(tmp_path / "backbone_only.pth"))
+        DenseCheckpointer.from_config(tiny_cfg, build_model(tiny_cfg), save_dir="", require_complete=True).load(path)
