@@ -13,11 +13,11 @@ import sys
 import cv2
 import torch
 
-from dense.checkpoint import DenseCheckpointer
 from dense.config import get_cfg
 from dense.data import MetadataCatalog
-from dense.engine import Trainer
-from dense.utils.logger import setup_logger
+from dense.data.io import read_image
+from dense.engine import Predictor
+from dense.utils.logger import ProgressLog, setup_logger
 from dense.utils.visualizer import draw_instances, draw_panoptic, overlay_sem_seg, palette
 
 
@@ -76,19 +76,13 @@ def main():
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         sys.exit(f"Input images not found: {missing[:5]}")
-    if not cfg.MODEL.WEIGHTS:
-        logger.warning("MODEL.WEIGHTS is empty: predicting with an untrained model")
-    model = Trainer.build_model(cfg)
-    DenseCheckpointer.from_config(cfg, model, save_dir="").load(cfg.MODEL.WEIGHTS)
-    model.eval()
-    mapper = Trainer.build_mapper(cfg, is_train=False)
+    predictor = Predictor(cfg)
     stuff, colors, things = class_info(cfg)
     os.makedirs(args.output, exist_ok=True)
+    progress = ProgressLog(len(paths), logger, "Images done")
     for path in paths:
-        inputs = mapper({"file_name": path})
-        with torch.no_grad():
-            out = model([inputs])[0]
-        rgb = cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        out = predictor(path)
+        rgb = read_image(path, "RGB")  # as the predictor saw it (EXIF orientation applied)
         if "logits" in out:
             vis, lines = draw_top5(rgb, out["logits"].cpu(), classifier_names(cfg))
             print(f"{path}: " + "; ".join(lines))
@@ -103,10 +97,12 @@ def main():
             vis = draw_instances(rgb, inst.pred_boxes.numpy(), inst.pred_classes.numpy(), inst.scores.numpy(),
                                  inst.pred_masks.numpy() if inst.has("pred_masks") else None, names)
         else:
-            vis = overlay_sem_seg(rgb, out["sem_seg"].argmax(0).numpy().astype("uint8"), stuff, colors)
+            vis = overlay_sem_seg(rgb, out["sem_seg"].argmax(0).cpu().numpy().astype("uint8"), stuff, colors)
         dst = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
         cv2.imwrite(dst, cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
-        logger.info(f"{path} -> {dst}")
+        logger.debug(f"{path} -> {dst}")
+        progress.step()
+    logger.info(f"Overlays of {len(paths)} images in {args.output}")
 
 
 if __name__ == "__main__":

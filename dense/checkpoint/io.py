@@ -159,18 +159,25 @@ _restricted_pickle.load = lambda f, **kw: _RestrictedUnpickler(f, **kw).load()
 _restricted_pickle.__name__ = "pickle"  # torch.load checks pickle_module.__name__ for the legacy format
 
 
+def zip_inner_checkpoint(z: zipfile.ZipFile, path: str) -> str | None:
+    """The name of the one checkpoint file in archive ``z`` (read from ``path``), or None when ``z`` is a torch.save
+    file itself (torch's own zip serialisation)."""
+    names = z.namelist()
+    if any(n.endswith("data.pkl") for n in names):
+        return None
+    inner = [n for n in names if n.endswith((".pth", ".pt", ".pth.tar", ".bin", ".ckpt"))]
+    if len(inner) != 1:
+        raise ValueError(f"Archive '{path}' should hold exactly one checkpoint file (.pth/.pt); "
+                         f"found {inner or names[:10]}")
+    return inner[0]
+
+
 def _open_source(path: str) -> Any:
     """A path, or for a .zip archive that wraps a checkpoint (ViT-Adapter releases), its inner file."""
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-            if any(n.endswith("data.pkl") for n in names):
-                return path  # torch's own zip serialisation
-            inner = [n for n in names if n.endswith((".pth", ".pt", ".pth.tar", ".bin", ".ckpt"))]
-            if len(inner) != 1:
-                raise ValueError(f"Archive '{path}' should hold exactly one checkpoint file (.pth/.pt); "
-                                 f"found {inner or names[:10]}")
-            return io.BytesIO(z.read(inner[0]))
+            inner = zip_inner_checkpoint(z, path)
+            return path if inner is None else io.BytesIO(z.read(inner))
     return path
 
 

@@ -101,15 +101,15 @@ def released_family(state_dict: dict) -> str | None:
 
 def family_configs(family: str) -> list[str]:
     """The shipped configs/backbones/*.yaml of backbone ``family`` (paths relative to the repository)."""
-    import yaml
+    from ..config import get_cfg
+    from ..model_zoo import configs_root
 
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = []
-    for path in sorted(glob.glob(os.path.join(root, "configs", "backbones", "*.yaml"))):
-        with open(path) as f:
-            node = (yaml.safe_load(f) or {}).get("MODEL", {}).get("BACKBONE", {})
-        if node.get("NAME") == family:
-            out.append(os.path.relpath(path, root))
+    for path in sorted(glob.glob(os.path.join(configs_root(), "backbones", "*.yaml"))):
+        cfg = get_cfg()
+        cfg.merge_from_file(path)
+        if cfg.MODEL.BACKBONE.NAME == family:
+            out.append(os.path.relpath(path, os.path.dirname(configs_root())))
     return out
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from timm.data import auto_augment, create_transform
 
 from ..utils.registry import register_as
-from .io import read_image
+from .io import read_record_pixels
 from .mappers import DATASET_MAPPER_REGISTRY
 
 __all__ = ["ClassificationDatasetMapper", "build_classification_transform"]
@@ -68,11 +68,11 @@ class ClassificationDatasetMapper:
         self.image_format = cfg.INPUT.FORMAT
 
     def __call__(self, record: dict) -> dict:
-        rgb = read_image(record["file_name"], "RGB", exif_transpose=False)
+        rgb = read_record_pixels(record, "RGB", exif_transpose=False)
         image = torch.as_tensor(self.transform(Image.fromarray(rgb)))  # uint8 [3, S, S]
         if self.image_format == "BGR":
             image = image.flip(0)
-        out = {"file_name": record["file_name"], "image": image.contiguous(), "height": rgb.shape[0],
+        out = {"file_name": record.get("file_name", ""), "image": image.contiguous(), "height": rgb.shape[0],
                "width": rgb.shape[1]}
         if "label" in record:
             out["label"] = int(record["label"])

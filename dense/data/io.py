@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["BadSampleError", "read_image", "read_sem_seg"]
+__all__ = ["BadSampleError", "read_image", "read_record_pixels", "read_sem_seg"]
 
 
 class BadSampleError(RuntimeError):
@@ -29,6 +29,19 @@ def read_image(path: str, fmt: str = "BGR", exif_transpose: bool = True) -> np.n
             f"re-extract it from the dataset archive or remove it from the dataset"
         ) from None
     return arr[:, :, ::-1].copy() if fmt == "BGR" else arr.copy()
+
+
+def read_record_pixels(record: dict, fmt: str = "BGR", exif_transpose: bool = True) -> np.ndarray:
+    """A record's image as uint8 [H, W, 3] in ``fmt``: its ``image`` array when it carries one (an already decoded
+    image, uint8 [H, W, 3] in BGR order as cv2.imread gives, e.g. from :class:`dense.Predictor`), else its
+    ``file_name`` decoded by :func:`read_image`."""
+    image = record.get("image")
+    if image is None:
+        return read_image(record["file_name"], fmt, exif_transpose)
+    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+        got = f"{type(image).__name__} {getattr(image, 'dtype', '')} {tuple(getattr(image, 'shape', ()))}"
+        raise ValueError(f"An image array must be uint8 [H, W, 3] (BGR, as cv2.imread gives), got {got}")
+    return np.ascontiguousarray(image[:, :, ::-1] if fmt == "RGB" else image)
 
 
 def read_sem_seg(path: str, reduce_zero_label: bool = False, ignore_label: int = 255) -> np.ndarray:

@@ -15,7 +15,7 @@ from torchvision import tv_tensors
 
 from ..structures import Instances
 from ..utils.registry import register_as
-from .io import BadSampleError, read_image, read_sem_seg
+from .io import BadSampleError, read_record_pixels, read_sem_seg
 from .transforms import ResizeToMultiple, build_detection_transforms, build_transforms, rescale_size, resize_sample
 
 __all__ = ["DATASET_MAPPER_REGISTRY", "build_mapper", "SemSegDatasetMapper", "InstanceDatasetMapper",
@@ -30,10 +30,10 @@ instances map a dataset record to the model's input dict.
 
 def read_record_image(record: dict) -> tuple[dict, dict]:
     """A shallow copy of ``record`` with ``height``/``width`` set to the image's size when absent, and the transform
-    sample ``{"image": tv_tensors.Image uint8 [3, H, W] (BGR)}``. A size that disagrees with the record is a
-    BadSampleError naming the file."""
+    sample ``{"image": tv_tensors.Image uint8 [3, H, W] (BGR)}`` (the image: :func:`read_record_pixels`). A size that
+    disagrees with the record is a BadSampleError naming the file."""
     record = copy.copy(record)
-    image = read_image(record["file_name"], "BGR")
+    image = read_record_pixels(record, "BGR")
     h, w = image.shape[:2]
     if (record.get("height", h), record.get("width", w)) != (h, w):
         raise BadSampleError(f"Image '{record['file_name']}' is {w}x{h} but its annotation says "

@@ -14,7 +14,7 @@ from ..config import get_cfg
 from ..utils import comm
 from ..utils.logger import setup_logger
 
-__all__ = ["default_argument_parser", "setup_cfg", "default_setup"]
+__all__ = ["default_argument_parser", "setup_cfg", "default_setup", "Predictor"]
 
 
 def default_argument_parser(description: str = "dense training / evaluation") -> argparse.ArgumentParser:
@@ -71,3 +71,48 @@ def default_setup(cfg, args: argparse.Namespace | None = None):
     torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
     logging.getLogger("dense").debug(f"Full config:\n{cfg.dump()}")
     return cfg
+
+
+class Predictor:
+    """Detectron2's DefaultPredictor: one image in, the model's prediction for it out.
+
+    Builds the model on MODEL.DEVICE, loads MODEL.WEIGHTS (a dense checkpoint or a released file, converted on load;
+    as for ``--eval-only`` every weight must load unless MODEL.WEIGHTS_ALLOW_PARTIAL), and applies the config's test
+    transform (INPUT.*: resize, backend, multiple; TEST.AUG for multi-scale + flip).
+
+    ``predictor(image)`` with ``image`` an image path or a uint8 array [H, W, 3] in BGR order (``cv2.imread``) returns
+    the model's output for it at the image's size: ``{"sem_seg": float [C, H, W]}`` (class probabilities),
+    ``{"instances": Instances}`` (boxes XYXY in pixels, scores, pred_classes, pred_masks bool [N, H, W]),
+    ``{"panoptic_seg": (ids int [H, W], segments_info)}`` or, for a classifier, ``{"logits": [num_classes]}``.
+    ``format="RGB"`` for an array in RGB order (PIL, matplotlib)::
+
+        predictor = dense.Predictor(cfg)
+        probs = predictor("photo.jpg")["sem_seg"]
+    """
+
+    def __init__(self, cfg):
+        from ..checkpoint import DenseCheckpointer
+        from ..data import build_mapper
+        from ..modeling import build_model
+
+        self.cfg = cfg.clone()
+        self.cfg.freeze()
+        self.model = build_model(self.cfg).eval()
+        if self.cfg.MODEL.WEIGHTS:
+            DenseCheckpointer.from_config(self.cfg, self.model, save_dir="", require_complete=True).load(
+                self.cfg.MODEL.WEIGHTS)
+        else:
+            logging.getLogger(__name__).warning("MODEL.WEIGHTS is empty: predicting with an untrained model")
+        self.mapper = build_mapper(self.cfg, is_train=False)
+
+    def __call__(self, image, format: str = "BGR") -> dict:
+        if isinstance(image, (str, os.PathLike)):
+            record = {"file_name": os.fspath(image)}
+        else:
+            if format not in ("BGR", "RGB"):
+                raise ValueError(f"format must be 'BGR' or 'RGB', got {format!r}")
+            image = np.asarray(image)
+            record = {"file_name": "<array>", "image": image[:, :, ::-1] if format == "RGB" and image.ndim == 3
+                      else image}
+        with torch.no_grad():
+            return self.model([self.mapper(record)])[0]

@@ -12,6 +12,7 @@ from fvcore.common.registry import Registry
 from torch import nn
 
 from ..utils import comm
+from ..utils.logger import ProgressLog
 
 __all__ = ["EVALUATOR_REGISTRY", "build_evaluator", "DatasetEvaluator", "DatasetEvaluators", "inference_on_dataset",
            "inference_context"]
@@ -97,15 +98,12 @@ def inference_on_dataset(model: nn.Module, data_loader, evaluator: DatasetEvalua
     evaluator.reset()
     total = len(data_loader)
     start = time.perf_counter()
+    progress = ProgressLog(total, logger)
     with inference_context(model), torch.no_grad():
-        for idx, inputs in enumerate(data_loader):
+        for inputs in data_loader:
             outputs = model(inputs)
             evaluator.process(inputs, outputs)
-            if (idx + 1) % 50 == 0 or idx + 1 == total:
-                elapsed = time.perf_counter() - start
-                eta = elapsed / (idx + 1) * (total - idx - 1)
-                logger.info(f"Inference done {idx + 1}/{total}. {elapsed / (idx + 1):.4f} s/img. "
-                            f"ETA={datetime.timedelta(seconds=int(eta))}")
+            progress.step()
     logger.info(f"Total inference time: {datetime.timedelta(seconds=int(time.perf_counter() - start))} "
                 f"({total} images on this process, {comm.get_world_size()} processes)")
     results = evaluator.evaluate()
