@@ -9,7 +9,7 @@ DEMO_CFG ?= configs/synthetic/semantic_fpn/dat_pp_nano_demo.yaml
 DEMO_INPUT ?= datasets/synthetic_v1/images/val/0000[0-5].jpg
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all lint cuda-build-check clean
+.PHONY: install demo test test-all lint cuda-build-check gpu-check gpu-wheels clean
 
 install: $(STAMP)
 
@@ -49,6 +49,22 @@ cuda-build-check: $(STAMP)
 	FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$${TORCH_CUDA_ARCH_LIST:-8.0;9.0}" MAX_JOBS=$${MAX_JOBS:-2} $(PY) setup.py -q \
 		build_ext --build-lib build/cuda-check/lib --build-temp build/cuda-check/tmp
 	$(PY) tools/check_cuda_build.py build/cuda-check/lib
+
+# On a machine with a GPU: build the CUDA kernels, run every CUDA test, benchmark, train the demo on the GPU; one
+# report (output/gpu_check/report.md), under 8 minutes. Uses .venv when there is one, else python3 (a GPU machine's
+# own PyTorch). A machine without network installs the packages its Python lacks from .whl/ (made by gpu-wheels).
+GPU_PY ?= $(shell test -x $(PY) && echo $(PY) || echo python3)
+gpu-check:
+	@if [ -d .whl ]; then $(GPU_PY) -m pip install -q --no-index --no-deps --no-compile --target /tmp/dense-site \
+		.whl/*.whl; fi
+	PYTHONPATH=/tmp/dense-site:$$PYTHONPATH $(GPU_PY) tools/gpu_check.py --output output/gpu_check
+
+# Wheels of what a GPU machine's Python (3.12, PyTorch preinstalled, no network) lacks, into .whl/ (git-ignored).
+gpu-wheels: $(STAMP)
+	rm -rf .whl && mkdir .whl
+	$(PY) -m pip wheel -q --no-deps -w .whl fvcore iopath yacs termcolor
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl pycocotools
 
 clean:
 	rm -rf build dense/_C*.so output

@@ -9,46 +9,28 @@ from torch.export import Dim
 from dense.config import get_cfg
 from dense.modeling.backbone import build_backbone
 
-# family -> (config, opts that make it small, min input side / 32 of the dynamic range, (traced, checked) sizes)
+from small_models import SMALL_BACKBONES, small_backbone_cfg
+
+# family -> (min input side / 32 of the dynamic range, (traced, checked) sizes); the small backbones: small_models.py.
 # The min side is where the model stops padding its maps (DAT++'s neighbourhood attention pads maps smaller than its
 # window: a different program below 224). None: exported at a static size, for now (DaViT's and DAT v1's window
 # padding makes the symbolic shape solver run for minutes; BEiT resamples its relative position table per grid size
 # with a spline whose nodes are solved numerically).
 FAMILIES = {
-    "dat_pp": ("configs/synthetic/Base-DAT-nano.yaml", ["MODEL.DAT.STAGE_SPEC", ["N", "D", "ND", "D"]], 7,
-               ((224, 256), (256, 224))),
-    "dat_v1": ("configs/backbones/dat_tiny.yaml",
-               ["MODEL.DAT.DIMS", [24, 48, 96, 192], "MODEL.DAT.HEADS", [1, 2, 4, 8], "MODEL.DAT.GROUPS",
-                [-1, -1, 2, 2], "MODEL.DAT.STAGE_SPEC", ["L", "L", "LD", "D"]], None, ((224, 224), (224, 224))),
-    "davit": ("configs/backbones/davit_tiny.yaml",
-              ["MODEL.DAVIT.EMBED_DIMS", [24, 48, 96, 192], "MODEL.DAVIT.NUM_HEADS", [1, 2, 4, 8]], None,
-              ((128, 160), (128, 160))),
-    "vit_adapter_deit": ("configs/backbones/vit_adapter_tiny_deit.yaml",
-                         ["MODEL.VIT_ADAPTER.DEPTH", 4, "MODEL.VIT_ADAPTER.EMBED_DIM", 96,
-                          "MODEL.VIT_ADAPTER.NUM_HEADS", 2, "MODEL.VIT_ADAPTER.DEFORM_NUM_HEADS", 2,
-                          "MODEL.VIT_ADAPTER.CONV_INPLANE", 16,
-                          "MODEL.VIT_ADAPTER.INTERACTION_INDEXES", [[0, 0], [1, 1], [2, 2], [3, 3]]], 2,
-                         ((128, 160), (160, 96))),
-    "vit_adapter_beit": ("configs/backbones/vit_adapter_base_beit_512.yaml",
-                         ["MODEL.VIT_ADAPTER.DEPTH", 4, "MODEL.VIT_ADAPTER.EMBED_DIM", 96,
-                          "MODEL.VIT_ADAPTER.NUM_HEADS", 2, "MODEL.VIT_ADAPTER.DEFORM_NUM_HEADS", 2,
-                          "MODEL.VIT_ADAPTER.CONV_INPLANE", 16, "MODEL.VIT_ADAPTER.IMG_SIZE", 128,
-                          "MODEL.VIT_ADAPTER.INTERACTION_INDEXES", [[0, 0], [1, 1], [2, 2], [3, 3]]], None,
-                         ((128, 160), (128, 160))),
-    "dsan": ("configs/backbones/dsan_t.yaml",
-             ["MODEL.DSAN.EMBED_DIMS", [8, 16, 24, 32], "MODEL.DSAN.DEPTHS", [1, 1, 2, 1], "MODEL.DSAN.GROUPS",
-              [1, 2, 2, 4]], 2, ((128, 160), (160, 96))),
-    "resnet": ("configs/backbones/resnet18.yaml", [], 2, ((128, 160), (160, 96))),
+    "dat_pp": (7, ((224, 256), (256, 224))),
+    "dat_v1": (None, ((224, 224), (224, 224))),
+    "davit": (None, ((128, 160), (128, 160))),
+    "vit_adapter_deit": (2, ((128, 160), (160, 96))),
+    "vit_adapter_beit": (None, ((128, 160), (128, 160))),
+    "dsan": (2, ((128, 160), (160, 96))),
+    "resnet": (2, ((128, 160), (160, 96))),
 }
+assert set(FAMILIES) == set(SMALL_BACKBONES)
 
 
 def _backbone(family: str) -> torch.nn.Module:
-    config, opts, _, _ = FAMILIES[family]
-    cfg = get_cfg()
-    cfg.merge_from_file(config)
-    cfg.merge_from_list(opts)
     torch.manual_seed(0)
-    return build_backbone(cfg).eval()
+    return build_backbone(small_backbone_cfg(family)).eval()
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -56,7 +38,7 @@ def test_backbone_traces_as_one_graph(family):
     """torch._dynamo.explain: 0 graph breaks (the dense ops are opaque operators with fake kernels; no .item(), no
     data-dependent shapes)."""
     backbone = _backbone(family)
-    size = FAMILIES[family][3][0]
+    size = FAMILIES[family][1][0]
     with torch.no_grad():
         explained = torch._dynamo.explain(backbone)(torch.randn(1, 3, *size))
     assert explained.graph_break_count == 0, [str(b.reason)[:200] for b in explained.break_reasons]
@@ -68,7 +50,7 @@ def test_backbone_exports_with_dynamic_size(family):
     """torch.export.export with dynamic height and width (multiples of 32 from the family's minimum): the program
     traced at one size equals eager at another (static families: at the traced size, on other values)."""
     backbone = _backbone(family)
-    _, _, low, (traced, checked) = FAMILIES[family]
+    low, (traced, checked) = FAMILIES[family]
     dynamic = None
     if low is not None:
         h, w = Dim("h", min=low, max=64), Dim("w", min=low, max=64)

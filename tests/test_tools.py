@@ -1,10 +1,11 @@
 import json
 import os
+import sys
 
 import cv2
 import pytest
 
-from conftest import PY, TINY_CFG, run_tool
+from conftest import PY, REPO, TINY_CFG, run_tool
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +55,26 @@ def test_analyze_model_reports_params_and_flops():
     assert "Total parameters: 11.177M" in p.stdout  # torchvision resnet18 without fc: 11,176,512
     flops = float(p.stdout.split("FLOPs at 64x96: ")[1].split("G")[0])
     assert 0.2 < flops < 0.25  # resnet18 backbone: 1.82 GMac at 224x224, scaled by area
+
+
+def test_gpu_check_is_prepared(tmp_path):
+    """tools/gpu_check.py (make gpu-check): without a GPU it says so in its report and exits 2; its steps name files
+    and backbone variants that exist (a dry run writes them into the report)."""
+    import torch
+
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    import gpu_check
+
+    for _, command, _, limit in gpu_check.steps(PY, str(tmp_path), "9.0", 16):
+        for arg in command[1:]:
+            if arg.endswith((".py", ".yaml")) and not arg.startswith("--"):
+                assert os.path.isfile(os.path.join(REPO, arg)), arg
+        assert limit <= 240
+    backbones = {os.path.splitext(f)[0] for f in os.listdir(os.path.join(REPO, "configs", "backbones"))}
+    assert set(gpu_check.BENCH_VARIANTS) <= backbones
+    proc = run_tool([PY, "tools/gpu_check.py", "--dry-run", "--output", str(tmp_path / "dry")])
+    report = open(tmp_path / "dry" / "report.md").read()
+    assert all(f"## {name}" in report for name, *_ in gpu_check.steps(PY, "", "9.0", 16)), report
+    if not torch.cuda.is_available():
+        proc = run_tool([PY, "tools/gpu_check.py", "--output", str(tmp_path / "real")], check=False)
+        assert proc.returncode == 2 and "No GPU visible" in open(tmp_path / "real" / "report.md").read()
