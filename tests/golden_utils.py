@@ -1,13 +1,17 @@
-"""Helpers to run a backbone golden file (tests/data/parity/golden) through dense's checkpoint loading."""
+"""Helpers to run a backbone golden file (tests/data/parity/golden) through dense's checkpoint loading, and the
+whole-model parity references (tests/data/parity/*.pt) through dense's pipeline."""
+import hashlib
 import os
 
+import cv2
+import numpy as np
 import torch
 
 from dense.checkpoint import DenseCheckpointer
 from dense.config import get_cfg
 from dense.modeling import build_backbone, build_model
 
-from conftest import REPO
+from conftest import REPO, sample_photo
 from shared_data import golden_tools, shared_file
 
 
@@ -103,3 +107,34 @@ def classification_checkpoint(table: dict, path, extra: dict) -> dict:
     sd = {k[len(table.get("prefix", "")):]: v for k, v in sd.items()}
     torch.save({table["wrapper"]: sd, **extra} if table["wrapper"] else sd, path)
     return sd
+
+
+def photo_crop_file(crop: dict, tmp_path) -> str:
+    """A parity reference's input: the crop ``crop["crop"]`` (y0, y1, x0, x1) of grace_hopper.jpg (cv2.imread, BGR),
+    checked against ``crop["input_bgr_sha256"]`` and saved losslessly as PNG, as the reference's generator did."""
+    y0, y1, x0, x1 = crop["crop"]
+    image = np.ascontiguousarray(cv2.imread(sample_photo(), cv2.IMREAD_COLOR)[y0:y1, x0:x1])
+    assert hashlib.sha256(image.tobytes()).hexdigest() == crop["input_bgr_sha256"]
+    path = str(tmp_path / "crop.png")
+    assert cv2.imwrite(path, image)
+    return path
+
+
+def mmseg_stand_in_model(config: str, opts: list, spec: dict, mmcv_version: str, tmp_path):
+    """(cfg, model) of dense's ``config`` + ``opts`` on CPU, loaded through DenseCheckpointer from a parity reference's
+    stand-in weights (``spec``: ``keys``, ``seed``, ``gains`` per key) saved in mmseg's checkpoint layout: every key
+    must load, nothing left over."""
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, config))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
+    model = build_model(cfg).eval()
+    weights = stand_in_weights(spec["keys"], spec["seed"])
+    for key, gain in spec["gains"].items():
+        weights[key] = weights[key] * gain
+    path = str(tmp_path / "mmseg_model.pth")
+    torch.save({"meta": {"mmcv_version": mmcv_version}, "state_dict": weights}, path)
+    ck = DenseCheckpointer(model)
+    ck.load(path)
+    r = ck.last_report
+    assert not r.missing and not r.unexpected and not r.mismatched and not r.dropped, r.summary()
+    return cfg, model

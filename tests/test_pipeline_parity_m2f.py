@@ -15,18 +15,13 @@ cores (slide_320: 15 windows).
 import hashlib
 import os
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
-from dense.checkpoint import DenseCheckpointer
-from dense.config import get_cfg
 from dense.data import build_mapper
-from dense.modeling import build_model
 
 from conftest import REPO, sample_photo
-from shared_data import stand_in_weights
+from golden_utils import mmseg_stand_in_model, photo_crop_file
 
 REFERENCE = os.path.join(REPO, "tests", "data", "parity", "vit_adapter_mask2former_probs.pt")
 MODES = ["whole", "slide", "slide_320"]
@@ -43,37 +38,6 @@ def reference() -> dict:
     return _CACHE["ref"]
 
 
-def _image_file(crop: dict, tmp_path) -> str:
-    """A crop of grace_hopper.jpg (cv2.imread, BGR) saved losslessly as PNG, as the generator wrote it."""
-    y0, y1, x0, x1 = crop["crop"]
-    image = np.ascontiguousarray(cv2.imread(sample_photo(), cv2.IMREAD_COLOR)[y0:y1, x0:x1])
-    assert hashlib.sha256(image.tobytes()).hexdigest() == crop["input_bgr_sha256"]
-    path = str(tmp_path / "crop.png")
-    assert cv2.imwrite(path, image)
-    return path
-
-
-def _model(ref: dict, mode: str, tmp_path):
-    """dense's model for the row's yaml + the reference model's shrinking opts + the mode's TEST opts, with the
-    stand-in weights saved in mmseg's checkpoint layout and loaded through DenseCheckpointer (every key, nothing
-    left over)."""
-    spec = ref["models"][ref["modes"][mode]["model"]]
-    cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(REPO, ref["dense_config"]))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *spec["dense_opts"], *ref["modes"][mode]["mode_opts"]])
-    model = build_model(cfg).eval()
-    weights = stand_in_weights(spec["keys"], spec["seed"])
-    for key, gain in spec["gains"].items():
-        weights[key] = weights[key] * gain
-    path = str(tmp_path / "mmseg_model.pth")
-    torch.save({"meta": {"mmcv_version": ref["versions"]["mmcv"]}, "state_dict": weights}, path)
-    ck = DenseCheckpointer(model)
-    ck.load(path)
-    r = ck.last_report
-    assert not r.missing and not r.unexpected and not r.mismatched and not r.dropped, r.summary()
-    return cfg, model
-
-
 def test_reference_input_is_this_photograph():
     assert hashlib.sha256(open(sample_photo(), "rb").read()).hexdigest() == reference()["source_sha256"]
 
@@ -82,8 +46,10 @@ def test_reference_input_is_this_photograph():
 def test_probabilities_equal_vit_adapter(mode, tmp_path):
     ref = reference()
     expected = ref["modes"][mode]
-    cfg, model = _model(ref, mode, tmp_path)
-    record = build_mapper(cfg, is_train=False)({"file_name": _image_file(ref["crops"][expected["crop"]], tmp_path)})
+    spec = ref["models"][expected["model"]]
+    cfg, model = mmseg_stand_in_model(ref["dense_config"], [*spec["dense_opts"], *expected["mode_opts"]], spec,
+                                      ref["versions"]["mmcv"], tmp_path)
+    record = build_mapper(cfg, is_train=False)({"file_name": photo_crop_file(ref["crops"][expected["crop"]], tmp_path)})
     assert [(tuple(record["image"].shape[-2:]), False)] == [tuple(v) for v in expected["views"]], (
         f"network input {tuple(record['image'].shape[-2:])}, ViT-Adapter's {expected['views']}")
     with torch.no_grad():

@@ -13,18 +13,13 @@ align_corners and test settings are kept. Multi-scale + flip (12 views up to 896
 import hashlib
 import os
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
-from dense.checkpoint import DenseCheckpointer
-from dense.config import get_cfg
 from dense.data import build_mapper
-from dense.modeling import build_model
 
 from conftest import REPO, sample_photo
-from shared_data import stand_in_weights
+from golden_utils import mmseg_stand_in_model, photo_crop_file
 
 PARITY_DIR = os.path.join(REPO, "tests", "data", "parity")
 FAMILIES = ["upernet_davit", "sfpn_dat", "lightham_dsan"]
@@ -44,35 +39,6 @@ def reference(family: str) -> dict:
     return _CACHE[family]
 
 
-def _image_file(ref: dict, tmp_path) -> str:
-    """The reference's input: the crop of grace_hopper.jpg (cv2.imread, BGR) saved losslessly as PNG."""
-    y0, y1, x0, x1 = ref["crop"]
-    crop = cv2.imread(sample_photo(), cv2.IMREAD_COLOR)[y0:y1, x0:x1]
-    assert hashlib.sha256(np.ascontiguousarray(crop).tobytes()).hexdigest() == ref["input_bgr_sha256"]
-    path = str(tmp_path / "crop.png")
-    assert cv2.imwrite(path, crop)
-    return path
-
-
-def _model(ref: dict, mode: str, tmp_path):
-    """dense's model for the row's yaml + the reference's shrinking opts + the mode's TEST opts, with the stand-in
-    weights saved in mmseg's checkpoint layout and loaded through DenseCheckpointer (every key, nothing left over)."""
-    cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(REPO, ref["dense_config"]))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *ref["dense_opts"], *ref["mode_opts"][mode]])
-    model = build_model(cfg).eval()
-    weights = stand_in_weights(ref["keys"], ref["seed"])
-    for key, gain in ref["gains"].items():
-        weights[key] = weights[key] * gain
-    path = str(tmp_path / "mmseg_model.pth")
-    torch.save({"meta": {"mmcv_version": ref["versions"]["mmcv"]}, "state_dict": weights}, path)
-    ck = DenseCheckpointer(model)
-    ck.load(path)
-    r = ck.last_report
-    assert not r.missing and not r.unexpected and not r.mismatched and not r.dropped, r.summary()
-    return cfg, model
-
-
 def test_reference_input_is_this_photograph():
     for family in FAMILIES:
         ref = reference(family)
@@ -84,8 +50,9 @@ def test_reference_input_is_this_photograph():
 def test_probabilities_equal_mmseg(family, mode, tmp_path):
     ref = reference(family)
     expected = ref["modes"][mode]
-    cfg, model = _model(ref, mode, tmp_path)
-    record = build_mapper(cfg, is_train=False)({"file_name": _image_file(ref, tmp_path)})
+    cfg, model = mmseg_stand_in_model(ref["dense_config"], [*ref["dense_opts"], *ref["mode_opts"][mode]], ref,
+                                      ref["versions"]["mmcv"], tmp_path)
+    record = build_mapper(cfg, is_train=False)({"file_name": photo_crop_file(ref, tmp_path)})
     with torch.no_grad():
         out = model([record])[0]["sem_seg"]
     # whole / slide return logits at the original size, TEST.AUG the averaged probabilities
