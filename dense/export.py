@@ -6,6 +6,10 @@ returns the task's tensors:
 
     SemanticSegmentor   logits [1, K, H, W] in the config's test mode (whole or slide), before any resize to an
                         original image size
+    MaskFormer          sem_seg [1, K, H, W] (semantic scores in the config's test mode), class_logits
+                        [1, Q, K + 1] and mask_logits [1, Q, Hp / 4, Wp / 4] of the whole image padded to the size
+                        divisibility (Hp, Wp): what panoptic and instance inference read (their score thresholds,
+                        ranking and overlap rules have data-dependent output sizes and stay outside the program)
 
 Height and width are dynamic (multiples of ``size_multiple`` from ``min_size`` up to ``max_size``) where the
 model allows it. ONNX goes through ``torch.onnx.export(..., dynamo=True)`` with every dense op on its reference
@@ -31,12 +35,37 @@ EXPORT_REGISTRY.__doc__ = "meta-architecture name -> its export module (model ->
 class SemanticSegmentorExport(nn.Module):
     """images [1, 3, H, W] (normalised) -> logits [1, K, H, W] (TEST.MODE whole or slide)."""
 
+    output_names = ("logits",)
+
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.single_scale(images[0])[None]
+
+
+@register_as(EXPORT_REGISTRY, "MaskFormer")
+class MaskFormerExport(nn.Module):
+    """images [1, 3, H, W] (normalised) -> (sem_seg [1, K, H, W], class_logits [1, Q, K + 1], mask_logits
+    [1, Q, Hp / 4, Wp / 4]). In whole mode without MODEL.MASK_FORMER.TEST.PAD_TO_SIZE the semantic scores come from
+    the same pass as the logits; otherwise from the configured mode (slide, padding) beside it."""
+
+    output_names = ("sem_seg", "class_logits", "mask_logits")
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.one_pass = model.test_mode == "whole" and not model.pad_to_size
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        image = images[0]
+        out, padded = self.model.head_outputs(image)
+        if self.one_pass:
+            sem_seg = self.model.semantic_scores(out, padded, tuple(image.shape[-2:]))
+        else:
+            sem_seg = self.model.single_scale(image)
+        return sem_seg[None], out["pred_logits"], out["pred_masks"]
 
 
 def export_module(model: nn.Module) -> nn.Module:
@@ -72,5 +101,5 @@ def export_onnx(model: nn.Module, images: torch.Tensor, path: str, dynamic: bool
     shapes = _dynamic_shapes(min_size, max_size, size_multiple) if dynamic else None
     with torch.no_grad(), use_backend("reference"):
         program = torch.onnx.export(module, (images,), dynamo=True, dynamic_shapes=shapes, input_names=["images"],
-                                    output_names=["outputs"], optimize=True)
+                                    output_names=list(module.output_names), optimize=True)
     program.save(path)

@@ -9,7 +9,7 @@ from torch.export import Dim
 from dense.config import get_cfg
 from dense.modeling.backbone import build_backbone
 
-from small_models import SMALL_BACKBONES, small_backbone_cfg
+from small_models import SMALL_BACKBONES, small_backbone_cfg, small_model_cfg
 
 # family -> (min input side / 32 of the dynamic range, (traced, checked) sizes); the small backbones: small_models.py.
 # The min side is where the model stops padding its maps (DAT++'s neighbourhood attention pads maps smaller than its
@@ -144,3 +144,85 @@ def test_benchmark_compile_runs():
     out = run_tool([PY, "tools/benchmark.py", "compile", "--variants", "resnet18", "--size", "64", "--repeat", "1",
                     "--compile-backend", "aot_eager"]).stdout
     assert "resnet18" in out and "speed-up" in out
+
+
+# ------------------------------------------------------------------------------------------ Mask2Former
+# name -> (config, opts, min side of the dynamic range, traced size, checked size)
+MASK2FORMER = {
+    # ViT-Adapter: MSDeformAttn in the backbone's adapter and in the pixel decoder
+    "semantic_vit_adapter": ("mask2former", "vit_adapter_deit", 64, (128, 160), (160, 96)),
+    # DAT++ nano, semantic + panoptic + instance switched on (the export form is the same: their post-processing
+    # reads the class and mask logits)
+    "panoptic_dat_pp": ("configs/synthetic/mask2former/dat_pp_nano_panoptic_demo.yaml", None, 224, (224, 256),
+                        (256, 224)),
+}
+
+
+def _mask2former(name: str):
+    from dense.modeling import build_model
+
+    config, family, *_ = MASK2FORMER[name]
+    if family is not None:
+        cfg = small_model_cfg(config, family)
+    else:
+        cfg = get_cfg()
+        cfg.merge_from_file(config)
+        cfg.MODEL.DEVICE = "cpu"
+    torch.manual_seed(0)
+    return build_model(cfg).eval()
+
+
+def _mask2former_eager(model, images: torch.Tensor) -> tuple:
+    out, _ = model.head_outputs(images[0])
+    return model.single_scale(images[0])[None], out["pred_logits"], out["pred_masks"]
+
+
+@pytest.mark.parametrize("name", list(MASK2FORMER))
+def test_mask2former_exports_with_dynamic_size(name):
+    """dense.export.export_program of a MaskFormer: (semantic scores, class logits, mask logits) traced at one size
+    equal eager at another; panoptic and instance results computed from the program's logits equal the model's."""
+    from dense.export import export_program
+    from dense.modeling.meta_arch.mask_former_inference import (instance_inference, panoptic_inference,
+                                                                upsample_mask_logits)
+
+    _, _, low, traced, checked = MASK2FORMER[name]
+    model = _mask2former(name)
+    program = export_program(model, torch.randn(1, 3, *traced), min_size=low)
+    image = torch.randint(0, 256, (3, *checked), dtype=torch.uint8)
+    x = model.normalize(image)[None]
+    with torch.no_grad():
+        got, expected = program.module()(x), _mask2former_eager(model, x)
+        for a, b, what in zip(got, expected, ("sem_seg", "class_logits", "mask_logits")):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=what)
+        if model.panoptic_on:
+            model.object_mask_threshold = 0.0  # random weights: no query is confident; keep them all as segments
+            predicted = model.predict({"image": image})
+            assert len(predicted["panoptic_seg"][1]) > 0 and len(predicted["instances"]) > 0
+            padded = model.head_outputs(x[0])[1]
+            masks = upsample_mask_logits(got[2][0], padded, checked, checked, model.mask_chunk)
+            ids, segments = panoptic_inference(got[1][0], masks, model.thing_ids, model.object_mask_threshold,
+                                               model.overlap_threshold)
+            assert torch.equal(ids, predicted["panoptic_seg"][0]) and segments == predicted["panoptic_seg"][1]
+            inst = instance_inference(got[1][0], masks, model.detections_per_image, model.thing_ids)
+            torch.testing.assert_close(inst.scores, predicted["instances"].scores)
+            assert torch.equal(inst.pred_masks, predicted["instances"].pred_masks)
+
+
+def test_mask2former_vit_adapter_onnx_runs_in_onnxruntime(tmp_path):
+    """A Mask2Former on ViT-Adapter (MSDeformAttn in the adapter and the pixel decoder, lowered to GridSample) as an
+    ONNX file with dynamic height and width: a stock onnxruntime gives eager's three outputs at another size."""
+    import onnxruntime
+
+    from dense.export import export_onnx
+
+    _, _, low, traced, checked = MASK2FORMER["semantic_vit_adapter"]
+    model = _mask2former("semantic_vit_adapter")
+    export_onnx(model, torch.randn(1, 3, *traced), str(tmp_path / "m2f.onnx"), min_size=low, max_size=512)
+    session = onnxruntime.InferenceSession(str(tmp_path / "m2f.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["sem_seg", "class_logits", "mask_logits"]
+    x = torch.randn(1, 3, *checked)
+    got = session.run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        expected = _mask2former_eager(model, x)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(torch.from_numpy(a), b, rtol=1e-4, atol=1e-4)

@@ -123,11 +123,10 @@ class MaskFormer(SemanticSegmentor):
         """Every switched-on result for one input dict, from one whole-image pass (Detectron2's inference)."""
         image = self.normalize(x["image"])
         h, w = image.shape[-2:]
-        images = ImageList.from_tensors([image], self.size_divisibility)
-        out = self.sem_seg_head(self.extract(images.tensor))
+        out, padded = self.head_outputs(image)
         class_logits = out["pred_logits"][0]
-        masks = upsample_mask_logits(out["pred_masks"][0], tuple(images.tensor.shape[-2:]), (h, w),
-                                     (x.get("height", h), x.get("width", w)), self.mask_chunk)
+        masks = upsample_mask_logits(out["pred_masks"][0], padded, (h, w), (x.get("height", h), x.get("width", w)),
+                                     self.mask_chunk)
         result = {}
         if self.semantic_on:
             result["sem_seg"] = semantic_inference(class_logits, masks)
@@ -151,12 +150,21 @@ class MaskFormer(SemanticSegmentor):
         padded[:, :h, :w] = image
         return super().single_scale(padded)[:, :h, :w]
 
+    def head_outputs(self, image: torch.Tensor) -> tuple[dict, tuple[int, int]]:
+        """The head's outputs for one normalised image [3, H, W] padded to the size divisibility (``pred_logits``
+        [1, Q, K + 1], ``pred_masks`` [1, Q, Hp / 4, Wp / 4], ``aux_outputs``) and the padded size (Hp, Wp)."""
+        images = ImageList.from_tensors([image], self.size_divisibility)
+        return self.sem_seg_head(self.extract(images.tensor)), tuple(images.tensor.shape[-2:])
+
     def whole(self, image: torch.Tensor) -> torch.Tensor:
         """Semantic scores [K, H, W] of the whole image [3, H, W] (padded to the divisibility, cropped back)."""
-        images = ImageList.from_tensors([image], self.size_divisibility)
-        out = self.sem_seg_head(self.extract(images.tensor))
-        return semantic_scores(out["pred_logits"][0], out["pred_masks"][0], tuple(images.tensor.shape[-2:]),
-                               tuple(image.shape[-2:]), self.semantic_upsample, self.mask_chunk)
+        out, padded = self.head_outputs(image)
+        return self.semantic_scores(out, padded, tuple(image.shape[-2:]))
+
+    def semantic_scores(self, out: dict, padded: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+        """Semantic scores [K, H, W] of head outputs ``out`` for an image of ``size`` padded to ``padded``."""
+        return semantic_scores(out["pred_logits"][0], out["pred_masks"][0], padded, size, self.semantic_upsample,
+                               self.mask_chunk)
 
 
 def _thing_ids(cfg) -> tuple[int, ...]:
