@@ -6,7 +6,7 @@
 
 The exported module takes a normalised batch images [1, 3, H, W] ((pixel - MODEL.PIXEL_MEAN) / MODEL.PIXEL_STD in
 INPUT.FORMAT channel order) and returns the task's tensors (dense.export: semantic segmentation -> logits
-[1, K, H, W]). H and W are dynamic, multiples of 32 in [--min-size, --max-size], unless --static. The ONNX file holds
+[1, K, H, W]; Mask2Former -> sem_seg, class_logits, mask_logits). H and W are dynamic, multiples of 32 in [--min-size, --max-size], unless --static. The ONNX file holds
 standard operators only (dense's ops lowered through their reference implementations): onnxruntime runs it as is.
 MODEL.WEIGHTS (via --opts) is loaded first; without it the model has its initial weights.
 """
@@ -17,7 +17,7 @@ import torch
 
 from dense.checkpoint import DenseCheckpointer
 from dense.config import get_cfg
-from dense.export import export_onnx, export_program
+from dense.export import export_module, export_onnx, export_program
 from dense.modeling import build_model
 
 
@@ -54,7 +54,8 @@ def main(argv=None):
     else:
         path = os.path.join(args.output, "model.onnx")
         export_onnx(model, images, path, **options)
-    print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB): images [1, 3, H, W] -> outputs")
+    outputs = ", ".join(export_module(model).output_names)
+    print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB): images [1, 3, H, W] -> {outputs}")
 
 
 if __name__ == "__main__":
