@@ -6,8 +6,9 @@
 
 The exported module takes a normalised batch images [1, 3, H, W] ((pixel - MODEL.PIXEL_MEAN) / MODEL.PIXEL_STD in
 INPUT.FORMAT channel order) and returns the task's tensors (dense.export: semantic segmentation -> logits
-[1, K, H, W]; Mask2Former -> sem_seg, class_logits, mask_logits). H and W are dynamic, multiples of 32 in [--min-size, --max-size], unless --static. The ONNX file holds
-standard operators only (dense's ops lowered through their reference implementations): onnxruntime runs it as is.
+[1, K, H, W]; Mask2Former -> sem_seg, class_logits, mask_logits). H and W are dynamic, multiples of 32 in
+[--min-size, --max-size], unless --static. The ONNX file holds standard operators only (dense's ops lowered
+through their reference implementations): onnxruntime runs it as is.
 MODEL.WEIGHTS (via --opts) is loaded first; without it the model has its initial weights.
 """
 import argparse
