@@ -10,6 +10,14 @@ returns the task's tensors:
                         [1, Q, K + 1] and mask_logits [1, Q, Hp / 4, Wp / 4] of the whole image padded to the size
                         divisibility (Hp, Wp): what panoptic and instance inference read (their score thresholds,
                         ranking and overlap rules have data-dependent output sizes and stay outside the program)
+    GeneralizedRCNN     boxes [D, 4] (XYXY, input pixels), scores [D], classes [D] and, with MODEL.MASK_ON,
+                        mask_probs [D, M, M] (the predicted class's mask in its box; paste it into the image with
+                        dense.structures.masks.paste_masks_in_image)
+    RetinaNet           boxes [D, 4], scores [D], classes [D]
+
+Detections have a data-dependent count D (score threshold, NMS): the programs hold them as unbacked sizes. Detector
+programs keep the coarsest FPN level at least 2 cells wide, so their smallest dynamic side is above that level's
+stride (RetinaNet's P7, stride 128: 160; Mask R-CNN's P6, stride 64: 96).
 
 Height and width are dynamic (multiples of ``size_multiple`` from ``min_size`` up to ``max_size``) where the
 model allows it. ONNX goes through ``torch.onnx.export(..., dynamo=True)`` with every dense op on its reference
@@ -23,6 +31,7 @@ from torch import nn
 from torch.export import Dim
 
 from .ops import use_backend
+from .structures import ImageList
 from .utils.registry import register_as
 
 __all__ = ["EXPORT_REGISTRY", "export_module", "export_program", "export_onnx"]
@@ -66,6 +75,32 @@ class MaskFormerExport(nn.Module):
         else:
             sem_seg = self.model.single_scale(image)
         return sem_seg[None], out["pred_logits"], out["pred_masks"]
+
+
+class _DetectorExport(nn.Module):
+    """images [1, 3, H, W] (normalised) -> the detections of the whole image (``output_names``)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        r = self.model.inference(ImageList.from_tensors([images[0]], self.model.size_divisibility))[0]
+        masks = (r.pred_mask_probs,) if r.has("pred_mask_probs") else ()
+        return (r.pred_boxes, r.scores, r.pred_classes, *masks)
+
+
+@register_as(EXPORT_REGISTRY, "GeneralizedRCNN")
+class GeneralizedRCNNExport(_DetectorExport):
+    def __init__(self, model: nn.Module):
+        super().__init__(model)
+        mask = ("mask_probs",) if model.roi_head.mask_head is not None else ()
+        self.output_names = ("boxes", "scores", "classes", *mask)
+
+
+@register_as(EXPORT_REGISTRY, "RetinaNet")
+class RetinaNetExport(_DetectorExport):
+    output_names = ("boxes", "scores", "classes")
 
 
 def export_module(model: nn.Module) -> nn.Module:

@@ -226,3 +226,112 @@ def test_mask2former_vit_adapter_onnx_runs_in_onnxruntime(tmp_path):
         expected = _mask2former_eager(model, x)
     for a, b in zip(got, expected):
         torch.testing.assert_close(torch.from_numpy(a), b, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ detectors
+# name -> (head, backbone family, min side, traced size, checked size); the min side keeps the coarsest FPN level
+# 2 cells wide (Mask R-CNN P6 / stride 64: 96; RetinaNet P7 / stride 128: 160; DAT++: 224, see FAMILIES)
+DETECTORS = {
+    "mask_rcnn_resnet": ("mask_rcnn", "resnet", 96, (128, 160), (192, 96)),
+    "mask_rcnn_dat_pp": ("mask_rcnn", "dat_pp", 224, (224, 256), (256, 224)),
+    "retinanet_resnet": ("retinanet", "resnet", 160, (256, 320), (192, 288)),
+}
+
+
+def _detector(name: str):
+    from dense.modeling import build_model
+
+    head, family, *_ = DETECTORS[name]
+    torch.manual_seed(0)
+    model = build_model(small_model_cfg(head, family)).eval()
+    if head == "retinanet":  # mmdet's init scores every anchor ~ the prior: spread them (no ties) and keep them all
+        model.bbox_head.score_thresh = 0.0
+        for m in model.bbox_head.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.normal_(m.weight, std=0.05)
+    return model
+
+
+def _detections(model, images: torch.Tensor) -> tuple:
+    from dense.structures import ImageList
+
+    r = model.inference(ImageList.from_tensors([images[0]], model.size_divisibility))[0]
+    return (r.pred_boxes, r.scores, r.pred_classes) + ((r.pred_mask_probs,) if r.has("pred_mask_probs") else ())
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_detector_exports_with_dynamic_size(name):
+    """dense.export.export_program of Mask R-CNN / RetinaNet (NMS and score thresholds inside: a data-dependent
+    number of detections): traced at one size, the program's boxes, scores, classes (and mask probabilities) equal
+    eager at another."""
+    from dense.export import export_program
+
+    _, _, low, traced, checked = DETECTORS[name]
+    model = _detector(name)
+    program = export_program(model, torch.randn(1, 3, *traced), min_size=low, max_size=1024)
+    x = torch.randn(1, 3, *checked)
+    with torch.no_grad():
+        got, expected = program.module()(x), _detections(model, x)
+    assert len(expected[0]) > 10, "too few detections to compare"
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_detector_program_handles_no_detection():
+    """A program whose NMS keeps nothing runs and gives empty outputs (torchvision's own fake NMS promised at least 2
+    kept boxes, so such a program failed its runtime check: dense.modeling.detection.nms registers 0 <= kept <= N)."""
+    from dense.export import export_program
+
+    _, _, low, traced, checked = DETECTORS["mask_rcnn_resnet"]
+    model = _detector("mask_rcnn_resnet")
+    model.roi_head.score_thresh = 2.0  # no class probability passes: the box head's NMS gets no box
+    program = export_program(model, torch.randn(1, 3, *traced), min_size=low, max_size=1024)
+    x = torch.randn(1, 3, *checked)
+    with torch.no_grad():
+        got, expected = program.module()(x), _detections(model, x)
+    assert [tuple(t.shape) for t in got] == [tuple(t.shape) for t in expected] == [(0, 4), (0,), (0,), (0, 28, 28)]
+
+
+@pytest.mark.parametrize("name,outputs", [("mask_rcnn_resnet", ["boxes", "scores", "classes", "mask_probs"]),
+                                          ("retinanet_resnet", ["boxes", "scores", "classes"])])
+def test_detector_onnx_runs_in_onnxruntime(name, outputs, tmp_path):
+    """Mask R-CNN / RetinaNet as ONNX files with dynamic height and width (NMS -> NonMaxSuppression, RoIAlign ->
+    RoiAlign): a stock onnxruntime gives eager's detections (and mask probabilities) at another size."""
+    import onnxruntime
+
+    from dense.export import export_onnx
+
+    _, _, low, traced, checked = DETECTORS[name]
+    model = _detector(name)
+    export_onnx(model, torch.randn(1, 3, *traced), str(tmp_path / "model.onnx"), min_size=low, max_size=1024)
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == outputs
+    x = torch.randn(1, 3, *checked)
+    got = session.run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        expected = _detections(model, x)
+    assert len(expected[0]) > 10
+    for a, b in zip(got, expected):  # boxes in pixels: 1e-3 px
+        torch.testing.assert_close(torch.from_numpy(a), b, rtol=1e-4, atol=1e-3)
+
+
+# ------------------------------------------------------------------------------------------ torch.compile
+# Detectors and Mask2Former's panoptic / instance inference keep graph breaks where an output size depends on the
+# data (NMS, score thresholds, the segments kept): torch.compile runs them as several graphs (README "Export and
+# compile" lists them); their export forms above trace as one program. Semantic inference has none:
+@pytest.mark.parametrize("head,family", [("semantic_fpn", "dat_pp"), ("upernet", "davit"), ("light_ham", "dsan"),
+                                         ("mask2former", "vit_adapter_deit")])
+def test_semantic_inference_compiles_as_one_graph(head, family, synthetic_root):
+    """torch._dynamo.explain of the model's whole inference (list of input dicts in, sem_seg at the image size out):
+    0 graph breaks (LightHam's seeded NMF bases are a buffer, not a torch.Generator made during the forward)."""
+    from dense.data import DatasetCatalog, build_mapper
+    from dense.modeling import build_model
+
+    cfg = small_model_cfg(head, family)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    inputs = build_mapper(cfg, False)(DatasetCatalog.get(cfg.DATASETS.TEST[0])[0])
+    torch._dynamo.reset()
+    with torch.no_grad():
+        explained = torch._dynamo.explain(model)([inputs])
+    assert explained.graph_break_count == 0, [str(b.reason)[:200] for b in explained.break_reasons]

@@ -247,7 +247,7 @@ def test_hamburger_eval_determinism():
     from dense.modeling.heads.ham import NMF2D
 
     x = torch.rand(2, 32, 6, 7)
-    nmf = NMF2D(rank=8, eval_seed=0).eval()
+    nmf = NMF2D(32, rank=8, eval_seed=0).eval()
     assert torch.equal(nmf(x), nmf(x))
     nmf.eval_seed = -1
     assert not torch.equal(nmf(x), nmf(x))

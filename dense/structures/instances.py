@@ -19,7 +19,8 @@ class Instances:
     """
 
     def __init__(self, image_size: tuple[int, int], **fields: Any):
-        self._image_size = (int(image_size[0]), int(image_size[1]))
+        # ints (SymInts while tracing with dynamic sizes stay symbolic)
+        self._image_size = tuple(s if isinstance(s, torch.SymInt) else int(s) for s in image_size[:2])
         self._fields: dict[str, Any] = {}
         for k, v in fields.items():
             self.set(k, v)
@@ -42,9 +43,10 @@ class Instances:
         return fields[name]
 
     def set(self, name: str, value: Any) -> None:
-        n = len(value)
+        n = _length(value)
         if self._fields:
-            assert n == len(self), f"field '{name}' has length {n}, the others have {len(self)}"
+            m = _length(next(iter(self._fields.values())))
+            torch._check(n == m, lambda: f"field '{name}' has length {n}, the others have {m}")
         self._fields[name] = value
 
     def has(self, name: str) -> bool:
@@ -93,3 +95,9 @@ class Instances:
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}: {tuple(v.shape) if hasattr(v, 'shape') else len(v)}" for k, v in self._fields.items())
         return f"Instances(num_instances={len(self)}, image_size={self._image_size}, fields=[{fields}])"
+
+
+def _length(value: Any):
+    """len(value); for a tensor its first dimension, which stays symbolic while tracing (len() would make it a
+    constant)."""
+    return value.shape[0] if isinstance(value, torch.Tensor) else len(value)

@@ -78,8 +78,8 @@ class AnchorGenerator(nn.Module):
         out = []
         for i, ((h, w), stride) in enumerate(zip(grid_sizes, self.strides)):
             cell = getattr(self, f"cell_{i}")
-            ys = torch.arange(int(h), device=cell.device, dtype=torch.float32) * stride
-            xs = torch.arange(int(w), device=cell.device, dtype=torch.float32) * stride
+            ys = torch.arange(h, device=cell.device, dtype=torch.float32) * stride
+            xs = torch.arange(w, device=cell.device, dtype=torch.float32) * stride
             sy, sx = torch.meshgrid(ys, xs, indexing="ij")
             shifts = torch.stack([sx, sy, sx, sy], dim=-1).reshape(-1, 1, 4)
             out.append((shifts + cell[None]).reshape(-1, 4))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_or_true
 from torch import nn
 from torchvision.ops import roi_align
 
@@ -43,12 +44,12 @@ class ROIPooler(nn.Module):
     def forward(self, features: list[torch.Tensor], boxes: list[torch.Tensor]) -> torch.Tensor:
         if len(features) != len(self.scales):
             raise ValueError(f"ROIPooler built for {len(self.scales)} levels got {len(features)} feature maps")
-        rois = torch.cat([torch.cat([b.new_full((len(b), 1), i), b], dim=1) for i, b in enumerate(boxes)]).float()
-        out = features[0].new_zeros((len(rois), features[0].shape[1], self.output_size, self.output_size))
+        rois = torch.cat([torch.cat([b.new_full((b.shape[0], 1), i), b], dim=1) for i, b in enumerate(boxes)]).float()
+        out = features[0].new_zeros((rois.shape[0], features[0].shape[1], self.output_size, self.output_size))
         levels = self.levels(rois[:, 1:])
         for lvl, (feat, scale) in enumerate(zip(features, self.scales)):
             idx = torch.nonzero(levels == lvl).squeeze(1)
-            if len(idx):
+            if guard_or_true(idx.shape[0] > 0):  # traced: pool whatever the level holds (roi_align takes no boxes)
                 pooled = roi_align(feat, rois[idx], self.output_size, scale, self.sampling_ratio, self.aligned)
                 out[idx] = pooled.to(out.dtype)
         return out

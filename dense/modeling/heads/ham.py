@@ -19,18 +19,29 @@ class NMF2D(nn.Module):
 
     Bases start random (uniform, L2-normalised over D) at every forward, as upstream. In training they come
     from torch's global RNG (seeded per step by the trainer, so runs resume exactly); at eval, with
-    ``eval_seed >= 0`` they come from a generator seeded with it, so evaluation is deterministic
-    (``eval_seed < 0``: fresh random bases each call, upstream's behaviour). Created on the input's device.
+    ``eval_seed >= 0`` they are the first numbers of a CPU generator seeded with it (drawn once, kept as the
+    ``eval_bases`` buffer: evaluation is deterministic, the same on every device, and traces as one graph);
+    ``eval_seed < 0``: fresh random bases each call, upstream's behaviour.
     """
 
-    def __init__(self, rank: int = 64, train_steps: int = 6, eval_steps: int = 7, eval_seed: int = 0):
+    def __init__(self, dim: int, rank: int = 64, train_steps: int = 6, eval_steps: int = 7, eval_seed: int = 0):
         super().__init__()
         self.rank, self.train_steps, self.eval_steps, self.eval_seed = rank, train_steps, eval_steps, eval_seed
+        self.register_buffer("eval_bases", self._seeded_bases(1, dim), persistent=False)
+        self._bases_seed = max(eval_seed, 0)
+
+    def _seeded_bases(self, batch: int, dim: int) -> torch.Tensor:
+        """[batch, dim, rank]: the first numbers of a CPU generator seeded with ``eval_seed`` (max(seed, 0))."""
+        g = torch.Generator().manual_seed(max(self.eval_seed, 0))
+        return torch.rand(batch, dim, self.rank, generator=g)
 
     def _bases(self, batch: int, dim: int, like: torch.Tensor) -> torch.Tensor:
         if not self.training and self.eval_seed >= 0:
-            g = torch.Generator(device=like.device).manual_seed(self.eval_seed)
-            bases = torch.rand(batch, dim, self.rank, generator=g, device=like.device, dtype=like.dtype)
+            cached = self.eval_bases
+            if batch > cached.shape[0] or dim != cached.shape[1] or self._bases_seed != self.eval_seed:
+                self.eval_bases = self._seeded_bases(batch, dim).to(cached.device)  # rand(b)[:a] == rand(a)
+                self._bases_seed = self.eval_seed
+            bases = self.eval_bases[:batch].to(like.dtype)
         else:
             bases = torch.rand(batch, dim, self.rank, device=like.device, dtype=like.dtype)
         return F.normalize(bases, dim=1)
@@ -76,18 +87,18 @@ class LightHamHead(DecodeHead):
     Norm GN(32) in the papers' configs. Logits at the first level's stride."""
 
     def __init__(self, input_shape: dict[str, ShapeSpec], in_features: list[str], channels: int, num_classes: int,
-                 ham_channels: int = 512, norm: str = "GN", nmf: NMF2D | None = None, **kwargs):
+                 ham_channels: int = 512, norm: str = "GN", nmf: dict | None = None, **kwargs):
         super().__init__(in_features, channels, num_classes, **kwargs)
         self.common_stride = input_shape[in_features[0]].stride
         self.squeeze = ConvNormAct(sum(input_shape[f].channels for f in in_features), ham_channels, 1, norm=norm)
-        self.hamburger = Hamburger(ham_channels, norm, nmf or NMF2D())
+        self.hamburger = Hamburger(ham_channels, norm, NMF2D(ham_channels, **(nmf or {})))
         self.align = ConvNormAct(ham_channels, channels, 1, norm=norm)
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec], node=None) -> LightHamHead:
         node = node or cfg.MODEL.SEM_SEG_HEAD
         h = cfg.MODEL.SEM_SEG_HEAD.HAM
-        nmf = NMF2D(rank=h.RANK, train_steps=h.TRAIN_STEPS, eval_steps=h.EVAL_STEPS, eval_seed=h.EVAL_SEED)
+        nmf = dict(rank=h.RANK, train_steps=h.TRAIN_STEPS, eval_steps=h.EVAL_STEPS, eval_seed=h.EVAL_SEED)
         return cls(input_shape, ham_channels=h.CHANNELS, nmf=nmf, **head_config(cfg, node))
 
     def layers(self, features: list[torch.Tensor]) -> torch.Tensor:

@@ -7,10 +7,11 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, sigmoid_focal_loss
+from torchvision.ops import box_iou, clip_boxes_to_image, sigmoid_focal_loss
 
 from ...structures import Instances
 from ..backbone.backbone import ShapeSpec
+from ..detection.nms import batched_nms
 from ..detection import AnchorGenerator, BoxCoder, MaxIoUMatcher, box_regression_loss, build_anchor_generator
 from ..layers import ConvNormAct, shared_channels
 

@@ -5,10 +5,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+from torchvision.ops import box_iou, clip_boxes_to_image
 
 from ...structures import Instances, crop_and_resize
 from ..backbone.backbone import ShapeSpec
+from ..detection.nms import batched_nms
 from ..detection import BoxCoder, MaxIoUMatcher, ROIPooler, box_regression_loss
 from ..layers import shared_channels
 from .box_head import FCBBoxHead
@@ -136,11 +137,11 @@ class StandardROIHeads(nn.Module):
     def detect(self, maps: list[torch.Tensor], proposals: list[torch.Tensor],
                image_sizes: list[tuple[int, int]]) -> list[Instances]:
         scores, deltas = self.bbox_head(self.box_pooler(maps, proposals))
-        counts = [len(p) for p in proposals]
+        counts = [p.shape[0] for p in proposals]
         results = []
         for props, s, d, size in zip(proposals, scores.split(counts), deltas.split(counts), image_sizes):
             probs = F.softmax(s.float(), dim=1)[:, :-1]  # [R, K]
-            boxes = self.box_coder.decode_single(d.float(), props).view(len(props), -1, 4)
+            boxes = self.box_coder.decode_single(d.float(), props).view(props.shape[0], -1, 4)
             boxes = clip_boxes_to_image(boxes, size)
             r, k = torch.nonzero(probs > self.score_thresh, as_tuple=True)
             boxes, probs = boxes[r, k], probs[r, k]
@@ -152,6 +153,6 @@ class StandardROIHeads(nn.Module):
         """Adds ``pred_mask_probs`` [D, M, M] (the mask of the predicted class) to each image's detections."""
         logits = self.mask_head(self.mask_pooler(maps, [r.pred_boxes for r in results]))
         cls = torch.cat([r.pred_classes for r in results])
-        probs = logits[torch.arange(len(cls), device=cls.device), cls].float().sigmoid()
-        for r, p in zip(results, probs.split([len(r) for r in results])):
+        probs = logits[torch.arange(cls.shape[0], device=cls.device), cls].float().sigmoid()
+        for r, p in zip(results, probs.split([r.pred_classes.shape[0] for r in results])):
             r.pred_mask_probs = p

@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+from torchvision.ops import box_iou, clip_boxes_to_image
 
 from ..backbone.backbone import ShapeSpec
+from ..detection.nms import batched_nms
 from ..detection import AnchorGenerator, BoxCoder, MaxIoUMatcher, box_regression_loss, build_anchor_generator
 from ..layers import shared_channels
 
@@ -122,10 +123,11 @@ class RPNHead(nn.Module):
             boxes, scores, levels = [], [], []
             for lvl, (a, lg, d) in enumerate(zip(anchors, logits, deltas)):
                 s = lg[i].detach().float()
-                top = s.topk(min(pre, len(s))).indices if pre > 0 else torch.arange(len(s), device=s.device)
+                n = s.shape[0]  # symbolic while tracing: sym_min keeps it so (min() would fix it to the traced size)
+                top = s.topk(torch.sym_min(pre, n)).indices if pre > 0 else torch.arange(n, device=s.device)
                 boxes.append(self.box_coder.decode_single(d[i, top].detach().float(), a[top]))
                 scores.append(s[top].sigmoid())
-                levels.append(torch.full((len(top),), lvl, device=s.device))
+                levels.append(torch.full((top.shape[0],), lvl, device=s.device))
             boxes = clip_boxes_to_image(torch.cat(boxes), size)
             scores, levels = torch.cat(scores), torch.cat(levels)
             wh = boxes[:, 2:] - boxes[:, :2]

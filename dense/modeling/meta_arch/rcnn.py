@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ...structures import ImageList, Instances
 from ..backbone import Backbone
 from ..heads import RPNHead, StandardROIHeads
 from .build import META_ARCH_REGISTRY
@@ -39,13 +40,18 @@ class GeneralizedRCNN(Detector):
 
     def forward(self, batched_inputs: list[dict]):
         images = self.preprocess(batched_inputs)
+        if not self.training:
+            return self.postprocess(self.inference(images), batched_inputs)
         features = self.extract(images.tensor)
-        if self.training:
-            targets = self.ground_truth(batched_inputs, masks=self.roi_head.mask_head is not None)
-            proposals, losses = self.rpn_head(features, images.image_sizes, [t.gt_boxes for t in targets],
-                                              self.padded_sizes(images))
-            losses.update(self.roi_head(features, proposals, images.image_sizes, targets)[1])
-            return losses
+        targets = self.ground_truth(batched_inputs, masks=self.roi_head.mask_head is not None)
+        proposals, losses = self.rpn_head(features, images.image_sizes, [t.gt_boxes for t in targets],
+                                          self.padded_sizes(images))
+        losses.update(self.roi_head(features, proposals, images.image_sizes, targets)[1])
+        return losses
+
+    def inference(self, images: ImageList) -> list[Instances]:
+        """Detections of a normalised, padded batch, per image in its (unpadded) input pixels: pred_boxes, scores,
+        pred_classes (and pred_mask_probs [D, M, M], the predicted class's mask in its box, with MODEL.MASK_ON)."""
+        features = self.extract(images.tensor)
         proposals, _ = self.rpn_head(features, images.image_sizes)
-        results, _ = self.roi_head(features, proposals, images.image_sizes)
-        return self.postprocess(results, batched_inputs)
+        return self.roi_head(features, proposals, images.image_sizes)[0]

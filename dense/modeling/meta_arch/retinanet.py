@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ...structures import ImageList, Instances
 from ..backbone import Backbone
 from ..heads import RetinaHead
 from .build import META_ARCH_REGISTRY
@@ -35,9 +36,12 @@ class RetinaNet(Detector):
 
     def forward(self, batched_inputs: list[dict]):
         images = self.preprocess(batched_inputs)
-        features = self.extract(images.tensor)
-        if self.training:
-            targets = self.ground_truth(batched_inputs, masks=False)
-            return self.bbox_head(features, images.image_sizes, targets, self.padded_sizes(images))[1]
-        results, _ = self.bbox_head(features, images.image_sizes)
-        return self.postprocess(results, batched_inputs)
+        if not self.training:
+            return self.postprocess(self.inference(images), batched_inputs)
+        targets = self.ground_truth(batched_inputs, masks=False)
+        return self.bbox_head(self.extract(images.tensor), images.image_sizes, targets, self.padded_sizes(images))[1]
+
+    def inference(self, images: ImageList) -> list[Instances]:
+        """Detections of a normalised, padded batch, per image in its (unpadded) input pixels: pred_boxes, scores,
+        pred_classes."""
+        return self.bbox_head(self.extract(images.tensor), images.image_sizes)[0]
