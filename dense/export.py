@@ -16,8 +16,9 @@ returns the task's tensors:
     RetinaNet           boxes [D, 4], scores [D], classes [D]
 
 Detections have a data-dependent count D (score threshold, NMS): the programs hold them as unbacked sizes. Detector
-programs keep the coarsest FPN level at least 2 cells wide, so their smallest dynamic side is above that level's
-stride (RetinaNet's P7, stride 128: 160; Mask R-CNN's P6, stride 64: 96).
+programs keep the coarsest FPN level at least 2 cells wide (a side of 1 is a different program), so their smallest
+dynamic side (``min_size``, which raises the one asked for) is that level's stride + 32 (RetinaNet's P7: 160; Mask
+R-CNN's P6: 96).
 
 Height and width are dynamic (multiples of ``size_multiple`` from ``min_size`` up to ``max_size``) where the
 model allows it. ONNX goes through ``torch.onnx.export(..., dynamo=True)`` with every dense op on its reference
@@ -83,6 +84,7 @@ class _DetectorExport(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.min_size = max(s.stride for s in model.neck.output_shape().values()) + 32
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         r = self.model.inference(ImageList.from_tensors([images[0]], self.model.size_divisibility))[0]
@@ -112,9 +114,13 @@ def export_module(model: nn.Module) -> nn.Module:
     return EXPORT_REGISTRY.get(name)(model.eval()).eval()
 
 
-def _dynamic_shapes(min_size: int, max_size: int, multiple: int):
-    h = Dim("height", min=max(1, -(-min_size // multiple)), max=max_size // multiple)
-    w = Dim("width", min=max(1, -(-min_size // multiple)), max=max_size // multiple)
+def _dynamic_shapes(module: nn.Module, dynamic: bool, min_size: int, max_size: int, multiple: int):
+    """torch.export's dynamic_shapes for ``images`` (None when static): H and W multiples of ``multiple`` from
+    ``min_size`` (raised to the module's own ``min_size``, if it has one) to ``max_size``."""
+    if not dynamic:
+        return None
+    low = max(1, -(-max(min_size, getattr(module, "min_size", 0)) // multiple))
+    h, w = Dim("height", min=low, max=max_size // multiple), Dim("width", min=low, max=max_size // multiple)
     return ({2: multiple * h, 3: multiple * w},)
 
 
@@ -123,7 +129,7 @@ def export_program(model: nn.Module, images: torch.Tensor, dynamic: bool = True,
     """``torch.export`` of the model's export module traced on ``images`` [1, 3, H, W]; with ``dynamic``, height and
     width are multiples of ``size_multiple`` in [min_size, max_size] (H and W of ``images`` must be too)."""
     module = export_module(model)
-    shapes = _dynamic_shapes(min_size, max_size, size_multiple) if dynamic else None
+    shapes = _dynamic_shapes(module, dynamic, min_size, max_size, size_multiple)
     with torch.no_grad():
         return torch.export.export(module, (images,), dynamic_shapes=shapes)
 
@@ -133,7 +139,7 @@ def export_onnx(model: nn.Module, images: torch.Tensor, path: str, dynamic: bool
     """An ONNX file of the model's export module (opset 18), the dense ops lowered through their reference
     implementations to standard operators."""
     module = export_module(model)
-    shapes = _dynamic_shapes(min_size, max_size, size_multiple) if dynamic else None
+    shapes = _dynamic_shapes(module, dynamic, min_size, max_size, size_multiple)
     with torch.no_grad(), use_backend("reference"):
         program = torch.onnx.export(module, (images,), dynamo=True, dynamic_shapes=shapes, input_names=["images"],
                                     output_names=list(module.output_names), optimize=True)

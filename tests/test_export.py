@@ -229,13 +229,14 @@ def test_mask2former_vit_adapter_onnx_runs_in_onnxruntime(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ detectors
-# name -> (head, backbone family, min side, traced size, checked size); the min side keeps the coarsest FPN level
-# 2 cells wide (Mask R-CNN P6 / stride 64: 96; RetinaNet P7 / stride 128: 160; DAT++: 224, see FAMILIES)
+# name -> (head, backbone family, min side asked for, traced size, checked size); the export module raises the min
+# side to keep the coarsest FPN level 2 cells wide (DETECTOR_MIN_SIDE); DAT++ asks for 224 (see FAMILIES)
 DETECTORS = {
-    "mask_rcnn_resnet": ("mask_rcnn", "resnet", 96, (128, 160), (192, 96)),
+    "mask_rcnn_resnet": ("mask_rcnn", "resnet", 64, (128, 160), (192, 96)),
     "mask_rcnn_dat_pp": ("mask_rcnn", "dat_pp", 224, (224, 256), (256, 224)),
-    "retinanet_resnet": ("retinanet", "resnet", 160, (256, 320), (192, 288)),
+    "retinanet_resnet": ("retinanet", "resnet", 64, (256, 320), (192, 288)),
 }
+DETECTOR_MIN_SIDE = {"mask_rcnn": 96, "retinanet": 160}  # P6 (stride 64) + 32, P7 (stride 128) + 32
 
 
 def _detector(name: str):
@@ -264,10 +265,11 @@ def test_detector_exports_with_dynamic_size(name):
     """dense.export.export_program of Mask R-CNN / RetinaNet (NMS and score thresholds inside: a data-dependent
     number of detections): traced at one size, the program's boxes, scores, classes (and mask probabilities) equal
     eager at another."""
-    from dense.export import export_program
+    from dense.export import export_module, export_program
 
-    _, _, low, traced, checked = DETECTORS[name]
+    head, _, low, traced, checked = DETECTORS[name]
     model = _detector(name)
+    assert export_module(model).min_size == DETECTOR_MIN_SIDE[head]
     program = export_program(model, torch.randn(1, 3, *traced), min_size=low, max_size=1024)
     x = torch.randn(1, 3, *checked)
     with torch.no_grad():
