@@ -112,11 +112,12 @@ def _run_export_tool(name: str, fmt: str, tmp_path, static: bool = False):
     return model
 
 
-@pytest.mark.parametrize("name,static", [("semantic_fpn_dat_pp", False), ("upernet_dat_pp", True)])
+@pytest.mark.parametrize("name,static", [("semantic_fpn_dat_pp", False), ("upernet_dat_pp", False),
+                                         ("upernet_dat_pp", True)])
 def test_onnx_file_runs_in_onnxruntime(name, static, tmp_path):
-    """tools/export_model.py --format onnx: the file (neighbourhood attention lowered to gathers) runs in a stock
-    onnxruntime and equals eager PyTorch, at another size than the traced one where the export is dynamic (UperNet:
-    static for now, its pyramid pooling's ONNX lowering fixes the traced size)."""
+    """tools/export_model.py --format onnx: the file (neighbourhood attention lowered to gathers; UperNet's pyramid
+    pooling to averaging matrices) runs in a stock onnxruntime and equals eager PyTorch, at another size than the
+    traced one where the export is dynamic."""
     import onnxruntime
 
     _, _, traced, checked = SEMANTIC[name]
@@ -337,3 +338,16 @@ def test_semantic_inference_compiles_as_one_graph(head, family, synthetic_root):
     with torch.no_grad():
         explained = torch._dynamo.explain(model)([inputs])
     assert explained.graph_break_count == 0, [str(b.reason)[:200] for b in explained.break_reasons]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 6])
+def test_adaptive_pool_export_form_equals_pytorch(size):
+    """dense's AdaptiveAvgPool2d as exported (averaging matrices, dynamic sides) equals PyTorch's adaptive pooling on
+    sides that the bins divide unevenly, at sizes other than the traced one."""
+    from dense.modeling.layers import AdaptiveAvgPool2d
+
+    program = torch.export.export(AdaptiveAvgPool2d(size), (torch.randn(2, 3, 16, 16),),
+                                  dynamic_shapes=({2: Dim("h", min=2, max=64), 3: Dim("w", min=2, max=64)},))
+    for h, w in ((7, 9), (5, 23), (64, 40)):
+        x = torch.randn(2, 3, h, w)
+        torch.testing.assert_close(program.module()(x), torch.nn.functional.adaptive_avg_pool2d(x, size))

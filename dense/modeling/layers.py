@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .backbone.backbone import ShapeSpec
 
 __all__ = ["drop_path_rates", "get_norm", "freeze_batchnorm", "norm_attr_name", "ConvNormAct", "Upsample", "resize",
-           "shared_channels"]
+           "AdaptiveAvgPool2d", "shared_channels"]
 
 
 def drop_path_rates(rate: float, n: int) -> list[float]:
@@ -125,6 +125,32 @@ class Upsample(nn.Module):
         size = tuple(s * self.scale_factor if isinstance(self.scale_factor, int) else int(s * self.scale_factor)
                      for s in x.shape[-2:])  # an int factor keeps symbolic sizes symbolic
         return resize(x, size, self.mode, self.align_corners)
+
+
+class AdaptiveAvgPool2d(nn.Module):
+    """``nn.AdaptiveAvgPool2d(size)`` whose ONNX export keeps height and width dynamic: under ``torch.export`` the
+    pooling is written as two averaging matrices (bin i of a side n covers [floor(i n / s), ceil((i + 1) n / s)), as
+    PyTorch's), [N, C, H, W] -> [N, C, s, s] with Einsum, which ONNX has for any input size (its adaptive pooling
+    lowering fixes the traced size). Eager and torch.compile run PyTorch's op (equal within float rounding)."""
+
+    def __init__(self, output_size: int):
+        super().__init__()
+        self.output_size = int(output_size)
+
+    @staticmethod
+    def _bins(n, s: int, like: torch.Tensor) -> torch.Tensor:
+        """[s, n]: row i averages the bin i of a side of ``n`` cells."""
+        i = torch.arange(s, device=like.device)
+        start, end = (i * n) // s, ((i + 1) * n + s - 1) // s
+        j = torch.arange(n, device=like.device)
+        inside = (j[None] >= start[:, None]) & (j[None] < end[:, None])
+        return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_exporting():
+            return F.adaptive_avg_pool2d(x, self.output_size)
+        s = self.output_size
+        return torch.einsum("ih,nchw,jw->ncij", self._bins(x.shape[-2], s, x), x, self._bins(x.shape[-1], s, x))
 
 
 def shared_channels(input_shape: dict[str, ShapeSpec], in_features: list[str], key: str) -> int:

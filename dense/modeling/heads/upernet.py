@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..backbone.backbone import ShapeSpec
-from ..layers import ConvNormAct, resize
+from ..layers import AdaptiveAvgPool2d, ConvNormAct, resize
 from .build import SEM_SEG_HEAD_REGISTRY, DecodeHead, head_config
 
 __all__ = ["UPerHead", "PPM"]
@@ -17,7 +17,7 @@ class PPM(nn.ModuleList):
     Keys ``{i}.1.conv`` / ``{i}.1.bn`` (index 0 is the parameter-free pool), as mmseg."""
 
     def __init__(self, pool_scales: tuple[int, ...], in_channels: int, channels: int, norm: str, align_corners: bool):
-        super().__init__(nn.Sequential(nn.AdaptiveAvgPool2d(s), ConvNormAct(in_channels, channels, 1, norm=norm))
+        super().__init__(nn.Sequential(AdaptiveAvgPool2d(s), ConvNormAct(in_channels, channels, 1, norm=norm))
                          for s in pool_scales)
         self.align_corners = align_corners
 
