@@ -9,7 +9,6 @@ number itself.
 import os
 import types
 
-import pytest
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,6 +69,8 @@ def shared_file(*parts: str) -> str:
     """Path of a file under tests/data/parity/golden; the calling test fails when it is absent."""
     path = os.path.join(GOLDEN_DIR, *parts)
     if not os.path.isfile(path):
+        import pytest  # here only: the reference-data generators import this module where pytest may be absent
+
         pytest.fail(f"parity data file {os.path.relpath(path, REPO)} not found: the checkout is incomplete "
                     f"(git lfs or a partial clone?)", pytrace=False)
     return path

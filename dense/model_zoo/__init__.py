@@ -66,11 +66,11 @@ def get_checkpoint(name: str, progress: bool = True) -> str:
     URLs; a released .zip is unpacked and the checkpoint inside returned). Raises :class:`ReleaseNotAvailable` with
     instructions for releases without a direct URL, and when none was released."""
     name = _name(name)
-    get_config_file(name)
+    config = get_config_file(name)
     release: Release | None = RELEASES.get(name)
     if release is None:
         raise ReleaseNotAvailable(f"No released checkpoint for '{name}' (a row the papers did not release): train it "
-                                  f"with tools/train_net.py --config-file {get_config_file(name)}")
+                                  f"with tools/train_net.py --config-file {config}")
     path = os.path.join(cache_dir(), release.file)
     if not os.path.isfile(path):
         if not release.url:

@@ -43,7 +43,7 @@ Changes to the rows, identical on both sides (dense's test applies the same thro
 
 Weights: the row's state-dict key table (mmseg names, `backbone.` / `neck.` / `decode_head.` / `auxiliary_head.`) and
 a seed; the stand-in weights are rebuilt from them by tests/shared_data.stand_in_weights (the same algorithm as
-shared/tools/golden.py; an identical copy is below because this script runs outside the project's environment).
+shared/tools/golden.py; imported through upstream.py, which needs only torch).
 
 Input: matplotlib's grace_hopper.jpg, cv2.imread(IMREAD_COLOR) (BGR, 600 x 512), cropped to CROP and written as a
 PNG (lossless): the test writes the same PNG and feeds it to dense's mapper.
@@ -85,14 +85,13 @@ Layout of the .pt (torch.load(..., weights_only=True) works):
 """
 import argparse
 import copy
-import hashlib
-import importlib.util
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import types
+
+from upstream import extract, git_commit, load_module, sha256, stand_in_weights
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
@@ -182,41 +181,6 @@ def shrink(cfg, family: str) -> None:
         m.decode_head.ham_channels = 64
 
 
-def stand_in_weights(keys: dict, seed: int) -> dict:
-    """Identical copy of tests/shared_data.stand_in_weights (shared/tools/golden.py's algorithm)."""
-    import torch
-    integer = {"torch.int64", "torch.int32", "torch.int16", "torch.int8", "torch.uint8", "torch.bool"}
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for key in sorted(keys):
-        shape, dtype = keys[key]
-        if str(dtype) in integer:
-            continue
-        shape = tuple(shape)
-        n = torch.randn(shape, generator=g, dtype=torch.float64)
-        leaf = key.rsplit(".", 1)[-1]
-        norm_scale = len(shape) == 1 and leaf == "weight" and any(t in key.lower() for t in ("norm", "bn", "ln", ".gn"))
-        if leaf == "running_var":
-            w = 1.0 + 0.1 * n.abs()
-        elif norm_scale:
-            w = 1.0 + 0.02 * n
-        else:
-            w = 0.02 * n
-        out[key] = w.to(torch.float32)
-    return out
-
-
-def git_commit(git_dir: str) -> str:
-    return subprocess.check_output(["git", "--git-dir", git_dir, "rev-parse", "HEAD"], text=True).strip()
-
-
-def extract(git_dir: str, paths: list, dest: str) -> None:
-    """The upstream files (`git archive HEAD paths`) under dest."""
-    os.makedirs(dest, exist_ok=True)
-    tar = subprocess.check_output(["git", "--git-dir", git_dir, "archive", "HEAD", *paths])
-    subprocess.run(["tar", "-x", "-C", dest], input=tar, check=True)
-
-
 def stub_mmcv_ops() -> None:
     """Lite mmcv has no compiled ops; mmseg imports some at module level for heads not used here."""
     ops = types.ModuleType("mmcv.ops")
@@ -232,18 +196,6 @@ def stub_mmcv_ops() -> None:
     sys.modules["mmcv.ops"] = ops
     import mmcv
     mmcv.ops = ops
-
-
-def load_module(name: str, path: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def sha256(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
 
 
 def main():

@@ -42,8 +42,8 @@ Changes to the row, identical on both sides (dense's test applies the same throu
   * SyncBatchNorm (adapter norms): eval mode on one CPU process = BatchNorm with running statistics.
 
 Weights: each model's state-dict key table (mmseg names, `backbone.` / `decode_head.`) and a seed; the stand-in
-weights are rebuilt from them by tests/shared_data.stand_in_weights (an identical copy is below because this script
-runs outside the project's environment), then the keys of `gains` are multiplied (the classifier and the last mask
+weights are rebuilt from them by tests/shared_data.stand_in_weights (imported through upstream.py, which needs only
+torch), then the keys of `gains` are multiplied (the classifier and the last mask
 embedding layer; stand-in weights give nearly constant scores, hence near-uniform probabilities, otherwise).
 
 Input: matplotlib's grace_hopper.jpg, cv2.imread(IMREAD_COLOR) (BGR, 600 x 512), cropped and written as PNG
@@ -80,14 +80,13 @@ Layout of the .pt (torch.load(..., weights_only=True) works):
 """
 import argparse
 import copy
-import hashlib
-import importlib.util
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import types
+
+from upstream import extract, git_commit, load_module, sha256, stand_in_weights
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIRRORS = "/work/.mirror"
@@ -165,48 +164,6 @@ def shrink(cfg, img_size: int) -> None:
     dec.transformerlayers.feedforward_channels = FFN
 
 
-def stand_in_weights(keys: dict, seed: int) -> dict:
-    """Identical copy of tests/shared_data.stand_in_weights (shared/tools/golden.py's algorithm)."""
-    import torch
-    integer = {"torch.int64", "torch.int32", "torch.int16", "torch.int8", "torch.uint8", "torch.bool"}
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for key in sorted(keys):
-        shape, dtype = keys[key]
-        if str(dtype) in integer:
-            continue
-        shape = tuple(shape)
-        n = torch.randn(shape, generator=g, dtype=torch.float64)
-        leaf = key.rsplit(".", 1)[-1]
-        norm_scale = len(shape) == 1 and leaf == "weight" and any(t in key.lower() for t in ("norm", "bn", "ln", ".gn"))
-        if leaf == "running_var":
-            w = 1.0 + 0.1 * n.abs()
-        elif norm_scale:
-            w = 1.0 + 0.02 * n
-        else:
-            w = 0.02 * n
-        out[key] = w.to(torch.float32)
-    return out
-
-
-def git_commit(git_dir: str) -> str:
-    return subprocess.check_output(["git", "--git-dir", git_dir, "rev-parse", "HEAD"], text=True).strip()
-
-
-def extract(git_dir: str, paths: list, dest: str) -> None:
-    os.makedirs(dest, exist_ok=True)
-    tar = subprocess.check_output(["git", "--git-dir", git_dir, "archive", "HEAD", *paths])
-    subprocess.run(["tar", "-x", "-C", dest], input=tar, check=True)
-
-
-def load_module(name: str, path: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def stand_in_mmcv_ops() -> None:
     """Lite mmcv has no compiled ops. `mmcv.ops` becomes a module whose names raise when called, except
     `multi_scale_deform_attn` (MultiScaleDeformableAttention): mmcv's own file, its extension loader stubbed (on CPU
@@ -249,10 +206,6 @@ def stand_in_adapter_ops(ops_dir: str) -> None:
         return core(value, spatial_shapes, sampling_locations, attention_weights)
     func.MSDeformAttnFunction.apply = staticmethod(apply)
     import ops.modules  # noqa: F401  (binds the same class object)
-
-
-def sha256(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
 
 
 def main():
