@@ -15,10 +15,13 @@ returns the task's tensors:
                         dense.structures.masks.paste_masks_in_image)
     RetinaNet           boxes [D, 4], scores [D], classes [D]
 
-Detections have a data-dependent count D (score threshold, NMS): the programs hold them as unbacked sizes. Detector
-programs keep the coarsest FPN level at least 2 cells wide (a side of 1 is a different program), so their smallest
-dynamic side (``min_size``, which raises the one asked for) is that level's stride + 32 (RetinaNet's P7: 160; Mask
-R-CNN's P6: 96).
+Detections have a data-dependent count D (score threshold, NMS): the programs hold them as unbacked sizes.
+
+One program holds from a smallest side up (an export module's ``min_size``, which raises the one asked for):
+PyTorch traces a size of 1, and padding that is or is not needed, as different programs. It is the backbone's
+``export_min_size`` (64; where window layers have 2 windows per side: DaViT-T and DAT-T 256, DAT-T++ 128,
+ViT-Adapter detection configs 256, BEiT-L's 56-token windows 928) and, for detectors, the coarsest FPN level's stride
++ 32 (RetinaNet's P7: 160; Mask R-CNN's P6: 96).
 
 Height and width are dynamic (multiples of ``size_multiple`` from ``min_size`` up to ``max_size``) where the
 model allows it. ONNX goes through ``torch.onnx.export(..., dynamo=True)`` with every dense op on its reference
@@ -41,22 +44,30 @@ EXPORT_REGISTRY = Registry("EXPORT")
 EXPORT_REGISTRY.__doc__ = "meta-architecture name -> its export module (model -> nn.Module of images [1, 3, H, W])"
 
 
-@register_as(EXPORT_REGISTRY, "SemanticSegmentor")
-class SemanticSegmentorExport(nn.Module):
-    """images [1, 3, H, W] (normalised) -> logits [1, K, H, W] (TEST.MODE whole or slide)."""
+class _ExportModule(nn.Module):
+    """An export form of ``model``: ``output_names`` name its outputs; ``min_size`` is the smallest side of its
+    dynamic range (the backbone's ``export_min_size``)."""
 
-    output_names = ("logits",)
+    output_names: tuple[str, ...]
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.min_size = model.backbone.export_min_size
+
+
+@register_as(EXPORT_REGISTRY, "SemanticSegmentor")
+class SemanticSegmentorExport(_ExportModule):
+    """images [1, 3, H, W] (normalised) -> logits [1, K, H, W] (TEST.MODE whole or slide)."""
+
+    output_names = ("logits",)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.single_scale(images[0])[None]
 
 
 @register_as(EXPORT_REGISTRY, "MaskFormer")
-class MaskFormerExport(nn.Module):
+class MaskFormerExport(_ExportModule):
     """images [1, 3, H, W] (normalised) -> (sem_seg [1, K, H, W], class_logits [1, Q, K + 1], mask_logits
     [1, Q, Hp / 4, Wp / 4]). In whole mode without MODEL.MASK_FORMER.TEST.PAD_TO_SIZE the semantic scores come from
     the same pass as the logits; otherwise from the configured mode (slide, padding) beside it."""
@@ -64,8 +75,7 @@ class MaskFormerExport(nn.Module):
     output_names = ("sem_seg", "class_logits", "mask_logits")
 
     def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.one_pass = model.test_mode == "whole" and not model.pad_to_size
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -78,13 +88,12 @@ class MaskFormerExport(nn.Module):
         return sem_seg[None], out["pred_logits"], out["pred_masks"]
 
 
-class _DetectorExport(nn.Module):
+class _DetectorExport(_ExportModule):
     """images [1, 3, H, W] (normalised) -> the detections of the whole image (``output_names``)."""
 
     def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.min_size = max(s.stride for s in model.neck.output_shape().values()) + 32
+        super().__init__(model)
+        self.min_size = max(self.min_size, max(s.stride for s in model.neck.output_shape().values()) + 32)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         r = self.model.inference(ImageList.from_tensors([images[0]], self.model.size_divisibility))[0]
@@ -114,13 +123,20 @@ def export_module(model: nn.Module) -> nn.Module:
     return EXPORT_REGISTRY.get(name)(model.eval()).eval()
 
 
-def _dynamic_shapes(module: nn.Module, dynamic: bool, min_size: int, max_size: int, multiple: int):
+def _dynamic_shapes(module: nn.Module, images: torch.Tensor, dynamic: bool, min_size: int, max_size: int,
+                    multiple: int):
     """torch.export's dynamic_shapes for ``images`` (None when static): H and W multiples of ``multiple`` from
-    ``min_size`` (raised to the module's own ``min_size``, if it has one) to ``max_size``."""
+    ``min_size`` (raised to the module's own ``min_size``) to ``max_size``; the traced size must lie in the range."""
     if not dynamic:
         return None
-    low = max(1, -(-max(min_size, getattr(module, "min_size", 0)) // multiple))
-    h, w = Dim("height", min=low, max=max_size // multiple), Dim("width", min=low, max=max_size // multiple)
+    low, high = max(1, -(-max(min_size, module.min_size) // multiple)), max_size // multiple
+    traced = tuple(images.shape[-2:])
+    if any(s % multiple or not low <= s // multiple <= high for s in traced):
+        raise ValueError(f"traced size {traced[0]}x{traced[1]}: a dynamic export needs sides that are multiples of "
+                         f"{multiple} in [{low * multiple}, {max_size}] (the smallest side this model's program holds "
+                         f"for is {module.min_size}: see dense.export); trace a size in that range, raise max_size, "
+                         f"or export at a static size")
+    h, w = Dim("height", min=low, max=high), Dim("width", min=low, max=high)
     return ({2: multiple * h, 3: multiple * w},)
 
 
@@ -129,7 +145,7 @@ def export_program(model: nn.Module, images: torch.Tensor, dynamic: bool = True,
     """``torch.export`` of the model's export module traced on ``images`` [1, 3, H, W]; with ``dynamic``, height and
     width are multiples of ``size_multiple`` in [min_size, max_size] (H and W of ``images`` must be too)."""
     module = export_module(model)
-    shapes = _dynamic_shapes(module, dynamic, min_size, max_size, size_multiple)
+    shapes = _dynamic_shapes(module, images, dynamic, min_size, max_size, size_multiple)
     with torch.no_grad():
         return torch.export.export(module, (images,), dynamic_shapes=shapes)
 
@@ -139,7 +155,7 @@ def export_onnx(model: nn.Module, images: torch.Tensor, path: str, dynamic: bool
     """An ONNX file of the model's export module (opset 18), the dense ops lowered through their reference
     implementations to standard operators."""
     module = export_module(model)
-    shapes = _dynamic_shapes(module, dynamic, min_size, max_size, size_multiple)
+    shapes = _dynamic_shapes(module, images, dynamic, min_size, max_size, size_multiple)
     with torch.no_grad(), use_backend("reference"):
         program = torch.onnx.export(module, (images,), dynamo=True, dynamic_shapes=shapes, input_names=["images"],
                                     output_names=list(module.output_names), optimize=True)

@@ -53,3 +53,26 @@ def test_davit_imagenet_checkpoints(tmp_path, layout):
     assert torch.equal(model.backbone.stages[2].blocks[1][1].attn.qkv.weight, sd[src])
     renamed, _ = DaViT.released.convert({"main_blocks.0.0.0.cpe.1.proj.weight": torch.zeros(1)}, model.backbone)
     assert list(renamed) == ["stages.0.blocks.0.0.cpe2.proj.weight"]
+
+
+@pytest.mark.parametrize("size", [(100, 150), (224, 224), (257, 63)])
+def test_davit_export_forms_equal_timm(size):
+    """dense's stem, down-samplings and window blocks (the padding spelt for torch.export) give timm's values at
+    sizes that pad the stem, the down-samplings and the windows (the golden data, at 224, pads nothing)."""
+    import copy
+
+    from dense.modeling.backbone.davit import _EXPORTABLE
+
+    torch.manual_seed(0)
+    dense_model = model_from_config(HEAD_CFG, "configs/backbones/davit_tiny.yaml").backbone.eval()
+    timm_model = copy.deepcopy(dense_model)
+    originals = {ours: theirs for theirs, ours in _EXPORTABLE.items()}
+    swapped = 0
+    for module in timm_model.modules():
+        if type(module) in originals:
+            module.__class__ = originals[type(module)]
+            swapped += 1
+    assert swapped == 1 + 3 + sum(len(stage.blocks) for stage in dense_model.stages)  # stem, downs, spatial blocks
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        torch.testing.assert_close(dense_model.forward_features(x), timm_model.forward_features(x), rtol=0, atol=0)

@@ -11,21 +11,12 @@ from dense.modeling.backbone import build_backbone
 
 from small_models import SMALL_BACKBONES, small_backbone_cfg, small_model_cfg
 
-# family -> (min input side / 32 of the dynamic range, (traced, checked) sizes); the small backbones: small_models.py.
-# The min side is where the model stops padding its maps (DAT++'s neighbourhood attention pads maps smaller than its
-# window: a different program below 224). None: exported at a static size, for now (DaViT's and DAT v1's window
-# padding makes the symbolic shape solver run for minutes; BEiT resamples its relative position table per grid size
-# with a spline whose nodes are solved numerically).
-FAMILIES = {
-    "dat_pp": (7, ((224, 256), (256, 224))),
-    "dat_v1": (None, ((224, 224), (224, 224))),
-    "davit": (None, ((128, 160), (128, 160))),
-    "vit_adapter_deit": (2, ((128, 160), (160, 96))),
-    "vit_adapter_beit": (None, ((128, 160), (128, 160))),
-    "dsan": (2, ((128, 160), (160, 96))),
-    "resnet": (2, ((128, 160), (160, 96))),
-}
-assert set(FAMILIES) == set(SMALL_BACKBONES)
+FAMILIES = list(SMALL_BACKBONES)
+# export_min_size of the small backbones: 64, or where every window layer has 2 windows per side (DaViT: windows in
+# all four stages; DAT v1: window blocks up to stride 16; DAT++: neighbourhood attention up to stride 16)
+EXPORT_MIN_SIZE = {"dat_pp": 128, "dat_v1": 128, "davit": 256, "vit_adapter_deit": 64, "vit_adapter_beit": 64,
+                   "dsan": 64, "resnet": 64}
+assert set(EXPORT_MIN_SIZE) == set(FAMILIES)
 
 
 def _backbone(family: str) -> torch.nn.Module:
@@ -33,43 +24,75 @@ def _backbone(family: str) -> torch.nn.Module:
     return build_backbone(small_backbone_cfg(family)).eval()
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+def _sizes(family: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(traced, checked) sizes from the family's smallest dynamic side m: (m + 32, m + 64) and (m + 96, m)."""
+    m = EXPORT_MIN_SIZE[family]
+    return (m + 32, m + 64), (m + 96, m)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_backbone_traces_as_one_graph(family):
     """torch._dynamo.explain: 0 graph breaks (the dense ops are opaque operators with fake kernels; no .item(), no
     data-dependent shapes)."""
     backbone = _backbone(family)
-    size = FAMILIES[family][1][0]
     with torch.no_grad():
-        explained = torch._dynamo.explain(backbone)(torch.randn(1, 3, *size))
+        explained = torch._dynamo.explain(backbone)(torch.randn(1, 3, *_sizes(family)[0]))
     assert explained.graph_break_count == 0, [str(b.reason)[:200] for b in explained.break_reasons]
     assert explained.graph_count == 1
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_backbone_exports_with_dynamic_size(family):
-    """torch.export.export with dynamic height and width (multiples of 32 from the family's minimum): the program
-    traced at one size equals eager at another (static families: at the traced size, on other values)."""
+    """torch.export.export with dynamic height and width (multiples of 32 from the backbone's export_min_size): the
+    program traced at one size equals eager at other sizes, the smallest one included (window padding, BEiT's
+    relative position bias resampled per grid and DAT v1's bias table resized per map all follow the size)."""
     backbone = _backbone(family)
-    low, (traced, checked) = FAMILIES[family]
-    dynamic = None
-    if low is not None:
-        h, w = Dim("h", min=low, max=64), Dim("w", min=low, max=64)
-        dynamic = ({2: 32 * h, 3: 32 * w},)
+    assert backbone.export_min_size == EXPORT_MIN_SIZE[family]
+    traced, checked = _sizes(family)
+    low = backbone.export_min_size // 32
+    dynamic = ({2: 32 * Dim("h", min=low, max=32), 3: 32 * Dim("w", min=low, max=32)},)
     program = torch.export.export(backbone, (torch.randn(1, 3, *traced),), dynamic_shapes=dynamic)
-    x = torch.randn(1, 3, *checked)
-    with torch.no_grad():
-        expected, got = backbone(x), program.module()(x)
-    assert expected.keys() == got.keys()
-    for name in expected:
-        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-5, msg=name)
+    for size in (checked, (32 * low, 32 * low)):
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            expected, got = backbone(x), program.module()(x)
+        assert expected.keys() == got.keys()
+        for name in expected:
+            torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-5, msg=f"{name} at {size}")
+
+
+def test_export_min_size_of_released_configs():
+    """The smallest dynamic side of released configs: window layers need 2 windows per side (DaViT-T, DAT-T: stride
+    32, window 7 -> 256; ViT-Adapter detection: stride 16, window 14 -> 256, BEiT-L's 56 -> 928), DAT-T++'s
+    neighbourhood attention a 7-cell map at stride 16 (128); the rest 64 (the stride-32 map 2 cells wide)."""
+    from dense.config import get_cfg
+
+    expected = {"davit_tiny": 256, "dat_tiny": 256, "dat_pp_tiny": 128, "vit_adapter_tiny_deit_det": 256,
+                "vit_adapter_large_beit_det": 928, "vit_adapter_large_beit_640": 64, "dsan_t": 64, "resnet50": 64}
+    for name, size in expected.items():
+        cfg = get_cfg()
+        cfg.merge_from_file(f"configs/backbones/{name}.yaml")
+        with torch.device("meta"):
+            assert build_backbone(cfg).export_min_size == size, name
+
+
+def test_export_rejects_a_traced_size_outside_the_range():
+    """A traced side below the model's smallest dynamic side is a sentence naming the range (not torch.export's
+    constraint violation report)."""
+    from dense.export import export_program
+
+    model = _model("configs/synthetic/semantic_fpn/dat_pp_nano_demo.yaml")
+    with pytest.raises(ValueError, match=r"traced size 96x128: .* in \[128, 2048\]"):
+        export_program(model, torch.randn(1, 3, 96, 128))
 
 
 # ------------------------------------------------------------------------------------------ whole models
-# config -> min side of the dynamic range (DAT++: no NA padding from 224), sizes traced and checked
+# config -> min side asked for (the export module raises it to the backbone's export_min_size: DAT++ nano 128), sizes
+# traced and checked (the checked one at that minimum)
 SEMANTIC = {
-    "semantic_fpn_dat_pp": ("configs/synthetic/semantic_fpn/dat_pp_nano_demo.yaml", 224, (224, 256), (256, 224)),
-    "upernet_dat_pp": ("configs/synthetic/upernet/dat_pp_nano_demo.yaml", 224, (224, 256), (256, 224)),
-    "light_ham_dat_pp": ("configs/synthetic/light_ham/dat_pp_nano_demo.yaml", 224, (224, 256), (256, 224)),
+    "semantic_fpn_dat_pp": ("configs/synthetic/semantic_fpn/dat_pp_nano_demo.yaml", 64, (160, 192), (224, 128)),
+    "upernet_dat_pp": ("configs/synthetic/upernet/dat_pp_nano_demo.yaml", 64, (160, 192), (224, 128)),
+    "light_ham_dat_pp": ("configs/synthetic/light_ham/dat_pp_nano_demo.yaml", 64, (160, 192), (224, 128)),
     "semantic_fpn_r18": ("tests/configs/tiny_semseg.yaml", 64, (96, 128), (160, 64)),
 }
 
@@ -112,8 +135,35 @@ def _run_export_tool(name: str, fmt: str, tmp_path, static: bool = False):
     return model
 
 
-@pytest.mark.parametrize("name,static", [("semantic_fpn_dat_pp", False), ("upernet_dat_pp", False),
-                                         ("upernet_dat_pp", True)])
+def test_readme_export_command(tmp_path):
+    """The README's "Export and compile" ONNX command as written (its <checkpoint> a saved model, its output folder
+    in tmp_path): the file runs in onnxruntime at another size than the traced one, and at the smallest side the
+    model allows (its export_min_size, 128: raised from the default 64), equal to eager."""
+    import os
+    import shlex
+
+    import onnxruntime
+
+    from conftest import PY, REPO, run_tool
+
+    readme = open(os.path.join(REPO, "README.md")).read()
+    block = readme.split("## Export and compile", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    command = block.replace("\\\n", " ").splitlines()[0]
+    model = _model(SEMANTIC["semantic_fpn_dat_pp"][0])
+    torch.save({"model": model.state_dict()}, tmp_path / "weights.pth")
+    command = command.replace("<checkpoint>", str(tmp_path / "weights.pth")).replace("out/onnx", str(tmp_path))
+    args = shlex.split(command)
+    assert args[0] == "python" and "--min-size" not in args
+    assert "wrote" in run_tool([PY, *args[1:]]).stdout
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    for size in ((224, 128), (128, 128)):
+        x = torch.randn(1, 3, *size)
+        got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+        with torch.no_grad():
+            torch.testing.assert_close(got, model.single_scale(x[0])[None], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,static", [("upernet_dat_pp", False), ("upernet_dat_pp", True)])
 def test_onnx_file_runs_in_onnxruntime(name, static, tmp_path):
     """tools/export_model.py --format onnx: the file (neighbourhood attention lowered to gathers; UperNet's pyramid
     pooling to averaging matrices) runs in a stock onnxruntime and equals eager PyTorch, at another size than the
@@ -154,8 +204,8 @@ MASK2FORMER = {
     "semantic_vit_adapter": ("mask2former", "vit_adapter_deit", 64, (128, 160), (160, 96)),
     # DAT++ nano, semantic + panoptic + instance switched on (the export form is the same: their post-processing
     # reads the class and mask logits)
-    "panoptic_dat_pp": ("configs/synthetic/mask2former/dat_pp_nano_panoptic_demo.yaml", None, 224, (224, 256),
-                        (256, 224)),
+    "panoptic_dat_pp": ("configs/synthetic/mask2former/dat_pp_nano_panoptic_demo.yaml", None, 64, (160, 192),
+                        (224, 128)),
 }
 
 
@@ -231,13 +281,14 @@ def test_mask2former_vit_adapter_onnx_runs_in_onnxruntime(tmp_path):
 
 # ------------------------------------------------------------------------------------------ detectors
 # name -> (head, backbone family, min side asked for, traced size, checked size); the export module raises the min
-# side to keep the coarsest FPN level 2 cells wide (DETECTOR_MIN_SIDE); DAT++ asks for 224 (see FAMILIES)
+# side to keep the coarsest FPN level 2 cells wide and to the backbone's export_min_size (DETECTOR_MIN_SIDE)
 DETECTORS = {
     "mask_rcnn_resnet": ("mask_rcnn", "resnet", 64, (128, 160), (192, 96)),
-    "mask_rcnn_dat_pp": ("mask_rcnn", "dat_pp", 224, (224, 256), (256, 224)),
+    "mask_rcnn_dat_pp": ("mask_rcnn", "dat_pp", 64, (160, 192), (224, 128)),
     "retinanet_resnet": ("retinanet", "resnet", 64, (256, 320), (192, 288)),
 }
-DETECTOR_MIN_SIDE = {"mask_rcnn": 96, "retinanet": 160}  # P6 (stride 64) + 32, P7 (stride 128) + 32
+# Mask R-CNN: P6 (stride 64) + 32; DAT++ small: its export_min_size; RetinaNet: P7 (stride 128) + 32
+DETECTOR_MIN_SIDE = {"mask_rcnn_resnet": 96, "mask_rcnn_dat_pp": 128, "retinanet_resnet": 160}
 
 
 def _detector(name: str):
@@ -268,9 +319,9 @@ def test_detector_exports_with_dynamic_size(name):
     eager at another."""
     from dense.export import export_module, export_program
 
-    head, _, low, traced, checked = DETECTORS[name]
+    _, _, low, traced, checked = DETECTORS[name]
     model = _detector(name)
-    assert export_module(model).min_size == DETECTOR_MIN_SIDE[head]
+    assert export_module(model).min_size == DETECTOR_MIN_SIDE[name]
     program = export_program(model, torch.randn(1, 3, *traced), min_size=low, max_size=1024)
     x = torch.randn(1, 3, *checked)
     with torch.no_grad():

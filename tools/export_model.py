@@ -30,7 +30,8 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, nargs=2, default=(512, 512), metavar=("H", "W"),
                    help="the size traced (multiples of 32)")
     p.add_argument("--min-size", type=int, default=64,
-                   help="smallest dynamic side (raised where a model needs more: detectors, see dense.export)")
+                   help="smallest dynamic side (raised to where the model's one program holds: its backbone's "
+                        "export_min_size, a detector's coarsest FPN level; see dense.export)")
     p.add_argument("--max-size", type=int, default=2048, help="largest dynamic side")
     p.add_argument("--static", action="store_true", help="export for --size only")
     p.add_argument("--opts", nargs="*", default=[], help="config overrides KEY VALUE ...")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.fx.experimental.symbolic_shapes import guard_or_false
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 from torchvision.ops import FrozenBatchNorm2d
 
 from ..utils import comm
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .backbone.backbone import ShapeSpec
 
 __all__ = ["drop_path_rates", "get_norm", "freeze_batchnorm", "norm_attr_name", "ConvNormAct", "Upsample", "resize",
-           "AdaptiveAvgPool2d", "shared_channels"]
+           "AdaptiveAvgPool2d", "shared_channels", "pad_to_multiple", "crop"]
 
 
 def drop_path_rates(rate: float, n: int) -> list[float]:
@@ -105,13 +105,31 @@ class ConvNormAct(nn.Module):
 
 def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear", align_corners: bool = False) -> torch.Tensor:
     """F.interpolate to an explicit output size (the scale is derived from the sizes, as in mmseg). Skipped when the
-    size is already ``size`` (under torch.export: when that is known from the shapes' formulas, without a guard;
-    otherwise the resize runs, which at an equal size is exactly the identity)."""
-    if all(guard_or_false(a == b) for a, b in zip(x.shape[-2:], size)):
+    size is already ``size`` (under torch.export: only when the shapes' formulas say so, never by a guard on the
+    traced sizes, which would make the program fail at other sizes; otherwise the resize runs, which at an equal
+    size is exactly the identity in every mode)."""
+    same = [a == b for a, b in zip(x.shape[-2:], size)]  # bools, SymBools (export) or tensors (jit.trace)
+    if all(statically_known_true(e) if isinstance(e, torch.SymBool) else bool(e) for e in same):
         return x
     if mode == "nearest":
         return F.interpolate(x, size=size, mode=mode)
     return F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int | tuple[int, int]) -> torch.Tensor:
+    """Zero-pad the last two dims (bottom / right) of ``x`` [..., H, W] up to multiples of ``multiple`` (an int or
+    (mh, mw)). Written as ceil(n / m) * m - n, which torch.export's shape solver simplifies (Swin-style
+    ``(m - n % m) % m`` pads the same amounts, but its nested modulos make the solver run for minutes)."""
+    mh, mw = (multiple, multiple) if isinstance(multiple, int) else multiple
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, (w + mw - 1) // mw * mw - w, 0, (h + mh - 1) // mh * mh - h))
+
+
+def crop(x: torch.Tensor, h, w) -> torch.Tensor:
+    """``x[..., :h, :w]`` as a new tensor (a negative pad): the slice's contiguity, which depends on whether
+    anything was cut, is never asked, so torch.export traces one program for sizes that need padding and sizes that
+    do not (a slice + view would specialise the program to one of the two)."""
+    return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
 
 
 class Upsample(nn.Module):

@@ -10,7 +10,7 @@ from torch import nn
 
 from ...checkpoint.released import ReleasedCheckpoint
 
-__all__ = ["ShapeSpec", "Backbone"]
+__all__ = ["ShapeSpec", "Backbone", "windows_min_size"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,14 @@ class ShapeSpec:
     height: int | None = None
     width: int | None = None
     stride: int | None = None
+
+
+def windows_min_size(*stride_extent: tuple[int, int]) -> int:
+    """:attr:`Backbone.export_min_size` of a backbone whose maps at ``stride`` need ``extent`` cells (or more) per
+    side for its layers to run one program (a window layer of window w: w + 1, i.e. 2 windows; a neighbourhood
+    attention of kernel k: k): the largest stride * extent, rounded up to a multiple of 32, at least 64."""
+    need = max([64] + [stride * extent for stride, extent in stride_extent])
+    return -(-need // 32) * 32
 
 
 class Backbone(nn.Module, metaclass=ABCMeta):
@@ -68,6 +76,15 @@ class Backbone(nn.Module, metaclass=ABCMeta):
     @property
     def size_divisibility(self) -> int:
         return 0
+
+    @property
+    def export_min_size(self) -> int:
+        """The smallest image side (a multiple of 32) from which one ``torch.export`` program with dynamic height and
+        width holds for every larger side (dense.export raises the range's minimum to it). PyTorch traces a size of
+        1 and padding that is or is not needed as different programs: 64 keeps the stride-32 map 2 cells wide;
+        families with windows raise it to where every window layer has at least 2 windows per side and every
+        neighbourhood window fits the map (:func:`windows_min_size`)."""
+        return 64
 
     @property
     def padding_constraints(self) -> dict[str, int]:

@@ -86,12 +86,39 @@ def rel_pos_resample_matrix(src: int, dst: int) -> torch.Tensor:
     return _cubic_spline_matrix(_geometric_nodes(src, dst), torch.arange(-t, t + 1, dtype=torch.float64))
 
 
+@functools.lru_cache(maxsize=8)
+def _matrix_bank(src: int, max_dst: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[K, max_dst, src]: entry k holds :func:`rel_pos_resample_matrix` (src, 2k + 1), zero rows below. One object
+    per arguments, so a program holds it once, however many blocks read it."""
+    bank = torch.zeros((max_dst + 1) // 2, max_dst, src, dtype=torch.float64)
+    for k in range(bank.shape[0]):
+        bank[k, :2 * k + 1] = rel_pos_resample_matrix(src, 2 * k + 1)
+    return bank.to(device, dtype)
+
+
+def _axis_matrix(src: int, dst, like: torch.Tensor) -> torch.Tensor:
+    """[dst, src] matrix of one axis, in ``like``'s dtype and device. Under torch.export with a dynamic ``dst``
+    (a SymInt: the spline's nodes come from a bisection on Python floats, which no program can follow) it is read
+    from the matrices of every size ``dst`` can take, bounded by the export's maximum size, held as one constant."""
+    if not isinstance(dst, torch.SymInt):
+        # (a trace must not cache its fake tensors)
+        matrix = rel_pos_resample_matrix.__wrapped__ if torch.compiler.is_compiling() else rel_pos_resample_matrix
+        return matrix(src, dst).to(like.device, like.dtype)
+    upper = dst.node.shape_env.bound_sympy(dst.node.expr).upper
+    if not upper.is_finite:
+        raise ValueError("BEiT's relative position bias at a dynamic size needs a bounded one: give the dynamic "
+                         "dimensions a max (dense.export.export_program's max_size does)")
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with _disable_current_modes(), torch._C.DisableTorchFunction():  # real values, outside the trace: a constant
+        bank = _matrix_bank(src, int(upper), like.dtype, like.device)
+    return bank[(dst - 1) // 2, :dst]
+
+
 def resample_table_2d(core: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """[R, C, heads] table -> [rows, cols, heads] (separable: one spline per axis)."""
-    matrix = rel_pos_resample_matrix.__wrapped__ if torch.compiler.is_compiling() else rel_pos_resample_matrix
-    ry = matrix(core.shape[0], rows).to(core.device, core.dtype)  # (a trace must not cache its fake tensors)
-    rx = matrix(core.shape[1], cols).to(core.device, core.dtype)
-    return torch.einsum("ir,rch,jc->ijh", ry, core, rx)
+    return torch.einsum("ir,rch,jc->ijh", _axis_matrix(core.shape[0], rows, core), core,
+                        _axis_matrix(core.shape[1], cols, core))
 
 
 def _table_layout(num_rows: int) -> tuple[int, int]:

@@ -33,9 +33,9 @@ from torch.utils.checkpoint import checkpoint
 from ...checkpoint.released import ReleasedCheckpoint
 from ...config.config import CfgNode as CN
 from ...ops import NeighborhoodAttention2D
-from ..layers import drop_path_rates
+from ..layers import crop, drop_path_rates, pad_to_multiple, resize
 from ..registry_utils import ArgumentError, build_from_node
-from .backbone import Backbone
+from .backbone import Backbone, windows_min_size
 from .build import BACKBONE_REGISTRY
 
 __all__ = ["DAT", "DATClassifierHead", "DATDesign", "DAT_VERSIONS", "DeformableAttention", "WindowAttention",
@@ -195,7 +195,7 @@ class WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         ws = self.window_size
-        x = F.pad(x, (0, (-w) % ws, 0, (-h) % ws))
+        x = pad_to_multiple(x, ws)
         hp, wp = x.shape[-2:]
         if self.shift:
             x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(2, 3))
@@ -213,7 +213,7 @@ class WindowAttention(nn.Module):
         x = t.reshape(b, r1, r2, ws, ws, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, hp, wp)
         if self.shift:
             x = torch.roll(x, shifts=(self.shift, self.shift), dims=(2, 3))
-        return x[:, :, :h, :w]
+        return crop(x, h, w)
 
 
 class DeformableAttention(nn.Module):
@@ -274,7 +274,8 @@ class DeformableAttention(nn.Module):
         centred, factor = self.centred_sampling, self.offset_range_factor
         if factor > 0 or (factor == 0 and not centred):
             denom = (hk, wk) if centred else (hk - 1.0, wk - 1.0)
-            offset = offset.tanh() * offset.new_tensor([1.0 / denom[0], 1.0 / denom[1]]).view(1, 2, 1, 1) * factor
+            dy, dx = offset.tanh().split(1, dim=1)  # scaled by the Python floats 1 / denom (kept symbolic under
+            offset = torch.cat([dy * (1.0 / denom[0]), dx * (1.0 / denom[1])], 1) * factor  # torch.export)
         pos = offset.flip(1).permute(0, 2, 3, 1) + self._grid(hk, wk, like, 0.5, 0.0 if centred else 1.0)
         if factor < 0:
             pos = pos.tanh() if centred else pos.clamp(-1.0, 1.0)
@@ -284,10 +285,9 @@ class DeformableAttention(nn.Module):
         """[heads, Th, Tw] position-bias table for an h x w query map: DAT++ samples its table in normalised
         coordinates at any size; with ``resized_rpe`` (v1) it is viewed at (2h-1, 2w-1), resized bicubically
         (LeapLabTHU/DAT issue #7) when trained at another size."""
-        table = self.rpe_table
-        if self.resized_rpe and table.shape[-2:] != (2 * h - 1, 2 * w - 1):
-            table = F.interpolate(table[None], size=(2 * h - 1, 2 * w - 1), mode="bicubic", align_corners=False)[0]
-        return table
+        if not self.resized_rpe:
+            return self.rpe_table
+        return resize(self.rpe_table[None], (2 * h - 1, 2 * w - 1), mode="bicubic")[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -427,6 +427,19 @@ class DAT(Backbone):
         self._out_feature_channels = dict(zip(names, dims))
         self._out_feature_strides = {n: 4 * 2**i for i, n in enumerate(names)}
         self.use_checkpoint = use_checkpoint
+        needs = []  # (stride, cells per side) each block kind needs for one export program
+        for i, spec in enumerate(stage_spec):
+            s = 4 * 2**i
+            needs += [(s, nat_kernel_size)] if "N" in spec else []  # neighbourhood window inside the map
+            needs += [(s, window_size + 1)] if set(spec) & {"L", "S"} else []  # 2 windows per side
+            needs += [(s * max(1, strides[i]), 2)] if "D" in spec else []  # 2 sampled keys per side
+        self._export_min_size = windows_min_size(*needs)
+
+    @property
+    def export_min_size(self) -> int:
+        """Where no neighbourhood attention pads its map, every window layer has 2 windows per side and every
+        deformable attention samples 2 keys per side (DAT-T++: 128; the original DAT-T: 256)."""
+        return self._export_min_size
 
     @classmethod
     def from_config(cls, cfg, input_shape) -> DAT:
@@ -438,7 +451,7 @@ class DAT(Backbone):
         h, w = images.shape[-2:]
         patches = not self.design.overlapping_embed  # non-overlapping patch convs: pad to their stride (Swin's rule)
         if patches:
-            images = F.pad(images, (0, (-w) % 4, 0, (-h) % 4))
+            images = pad_to_multiple(images, 4)
         if not self.design.centred_sampling and min(h, w) < DAT_MIN_SIZE:
             images = F.pad(images, (0, max(0, DAT_MIN_SIZE - w), 0, max(0, DAT_MIN_SIZE - h)))
         x = self.patch_proj(images)
@@ -448,7 +461,7 @@ class DAT(Backbone):
             yield i, x, (-(-h // s), -(-w // s))
             if i < 3:
                 if patches:
-                    x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
+                    x = pad_to_multiple(x, 2)
                 x = self.down_projs[i](x)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -456,7 +469,7 @@ class DAT(Backbone):
         outs = {}
         for i, x, (h, w) in self._stages(images):
             if names[i] in self._out_features:
-                outs[names[i]] = self.norms[i](x)[..., :h, :w]
+                outs[names[i]] = crop(self.norms[i](x), h, w)
             if names[i] == self._out_features[-1]:
                 break
         return outs
@@ -465,5 +478,5 @@ class DAT(Backbone):
         """The last stage's output before any norm, [N, dims[3], ceil(H / 32), ceil(W / 32)] (upstream's classifier
         input: ``cls_norm`` is the head's)."""
         *_, (_, x, (h, w)) = self._stages(images)
-        return x[..., :h, :w]
+        return crop(x, h, w)
 

@@ -6,7 +6,10 @@ Built on timm's DaVit (``timm.models.davit``), which reproduces the official den
 - ``norm0..norm3``: a LayerNorm (eps 1e-5, as official; timm's LayerNorm2d default is 1e-6) on every
   returned level (and only on those: the authors removed norm0 for their RetinaNet, which reads res3-res5);
 - the official stochastic-depth schedule: linspace(0, rate, 2 * sum(depths)) over the spatial and channel
-  sub-blocks (timm uses one rate per dual block).
+  sub-blocks (timm uses one rate per dual block);
+- timm's stem, down-samplings and spatial (window) blocks with their padding written for torch.export
+  (:class:`_Stem`, :class:`_Downsample`, :class:`_SpatialBlock`: the same operations and values, one program for
+  every size of a dynamic range).
 
 Keys: timm's (``stem.*``, ``stages.i.downsample.*``, ``stages.i.blocks.j.{0,1}.*``) plus ``norm{i}``; the
 official checkpoints' names (``patch_embeds``, ``main_blocks``, ``cpe.0``) are converted on load by timm's own
@@ -17,17 +20,18 @@ released checkpoints (``DaViT.released``).
 """
 from __future__ import annotations
 
-import torch
 from functools import partial
 
+import torch
+import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, NormMlpClassifierHead
 from timm.models import davit as timm_davit
 
 from ...checkpoint.released import ReleasedCheckpoint
 from ...config.config import CfgNode as CN
-from ..layers import drop_path_rates
+from ..layers import crop, drop_path_rates, pad_to_multiple
 from ..registry_utils import build_from_node
-from .backbone import Backbone
+from .backbone import Backbone, windows_min_size
 from .build import BACKBONE_REGISTRY
 
 __all__ = ["DaViT", "DaViTClassifierHead", "add_davit_config"]
@@ -70,6 +74,47 @@ class DaViTClassifierHead(torch.nn.Module):
         return self.head(x)
 
 
+class _Stem(timm_davit.Stem):
+    """timm's Stem (pad to a multiple of 4, 7x7 s4 conv, LayerNorm2d) with the padding as ceil(n / 4) * 4 - n."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(pad_to_multiple(x, self.stride)))
+
+
+class _Downsample(timm_davit.Downsample):
+    """timm's Downsample (LayerNorm2d, pad to the even kernel, 2x2 s2 conv) with the padding as ceil(n / 2) * 2 - n."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        return self.conv(pad_to_multiple(x, self.conv.kernel_size) if self.even_k else x)
+
+
+class _SpatialBlock(timm_davit.SpatialBlock):
+    """timm's SpatialBlock (CPE, window attention over the map zero-padded to whole windows, CPE, MLP) with every
+    size spelt for torch.export: the window counts are ceil(n / ws) (not the padded size's floor division, whose
+    modulos the shape solver cannot simplify), views name each size (no -1) and the crop back is
+    :func:`dense.modeling.layers.crop`. [B, C, H, W] -> [B, C, H, W]; values equal timm's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        wh, ww = self.window_size
+        nh, nw = (h + wh - 1) // wh, (w + ww - 1) // ww
+        shortcut = self.cpe1(x).flatten(2).transpose(1, 2)  # [B, HW, C]
+        x = F.pad(self.norm1(shortcut).view(b, h, w, c), (0, 0, 0, nw * ww - w, 0, nh * wh - h))
+        windows = x.view(b, nh, wh, nw, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b * nh * nw, wh * ww, c)
+        x = self.attn(windows).view(b, nh, nw, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b, nh * wh, nw * ww, c)
+        x = shortcut + self.drop_path1(crop(x.permute(0, 3, 1, 2), h, w).flatten(2).transpose(1, 2))
+        x = self.cpe2(x.transpose(1, 2).view(b, c, h, w))
+        if self.mlp is not None:
+            x = x.flatten(2).transpose(1, 2)
+            x = x + self.drop_path2(self.mlp(self.norm2(x)))
+            x = x.transpose(1, 2).view(b, c, h, w)
+        return x
+
+
+_EXPORTABLE = {timm_davit.Stem: _Stem, timm_davit.Downsample: _Downsample, timm_davit.SpatialBlock: _SpatialBlock}
+
+
 @BACKBONE_REGISTRY.register()
 class DaViT(Backbone):
     """forward(images [N, 3, H, W]) -> res2..res5 (strides 4..32, channels ``embed_dims``), any H, W:
@@ -90,6 +135,9 @@ class DaViT(Backbone):
                          window_size=window_size, mlp_ratio=mlp_ratio, qkv_bias=True, norm_eps=1e-5,
                          attn_types=("spatial", "channel"), ffn=True, cpe_act=False, down_kernel_size=2,
                          channel_attn_v2=False, num_classes=0)
+        for module in net.modules():  # same parameters and buffers; only forward differs
+            if type(module) in _EXPORTABLE:
+                module.__class__ = _EXPORTABLE[type(module)]
         self.stem, self.stages = net.stem, net.stages
         self._set_drop_path(drop_path_rate)
         names = ["res2", "res3", "res4", "res5"]
@@ -99,6 +147,7 @@ class DaViT(Backbone):
         self._out_features = list(out_features)
         self._out_feature_channels = dict(zip(names, embed_dims))
         self._out_feature_strides = {n: 4 * 2**i for i, n in enumerate(names)}
+        self._export_min_size = windows_min_size(*((4 * 2**i, window_size + 1) for i in range(4)))
         if use_checkpoint:
             for stage in self.stages:
                 stage.grad_checkpointing = True
@@ -110,6 +159,11 @@ class DaViT(Backbone):
         for sub, p in zip(blocks, rates):
             sub.drop_path1 = DropPath(p) if p > 0 else torch.nn.Identity()
             sub.drop_path2 = DropPath(p) if p > 0 else torch.nn.Identity()
+
+    @property
+    def export_min_size(self) -> int:
+        """Every stage has windows: 2 per side at stride 32 (256 for windows of 7)."""
+        return self._export_min_size
 
     @classmethod
     def from_config(cls, cfg, input_shape) -> DaViT:

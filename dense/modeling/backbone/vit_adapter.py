@@ -41,15 +41,16 @@ import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 from torch.utils.checkpoint import checkpoint
 
 from ...checkpoint.released import ReleasedCheckpoint
 from ...config.config import CfgNode as CN
 from ...ops import MSDeformAttn
 from ...ops.ms_deform_attn import level_tensors
-from ..layers import drop_path_rates, get_norm, resize
+from ..layers import crop, drop_path_rates, get_norm, resize
 from ..registry_utils import ArgumentError, build_from_node
-from .backbone import Backbone
+from .backbone import Backbone, windows_min_size
 from .beit_rel_pos import CLS_ENTRIES, resample_table_2d, resize_rel_pos_table
 from .build import BACKBONE_REGISTRY
 
@@ -174,9 +175,9 @@ def _window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple
 
 def _window_merge(x: torch.Tensor, window: int, batch: int, padded: tuple[int, int], hw: tuple[int, int]):
     """Inverse of :func:`_window_partition`, cropped: [B * nW, window^2, C] -> [B, H * W, C]."""
-    (hp, wp), (h, w) = padded, hw
-    x = x.view(batch, hp // window, wp // window, window, window, -1).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(batch, hp, wp, -1)[:, :h, :w].reshape(batch, h * w, -1)
+    (hp, wp), (h, w), c = padded, hw, x.shape[-1]
+    x = x.view(batch, hp // window, wp // window, window, window, c).permute(0, 5, 1, 3, 2, 4)
+    return crop(x.reshape(batch, c, hp, wp), h, w).flatten(2).transpose(1, 2)
 
 
 def _attention(qkv: torch.Tensor, heads: int, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -235,7 +236,8 @@ class BEiTAttention(nn.Module):
     def _bias(self, h: int, w: int) -> torch.Tensor:
         """[heads, N, N] additive attention bias for an h x w token grid (+ the cls token when global)."""
         table = self.relative_position_bias_table
-        if not self.windowed and (h, w) != (self.grid, self.grid):
+        trained_grid = statically_known_true(h == self.grid) and statically_known_true(w == self.grid)  # no guard
+        if not self.windowed and not trained_grid:
             side = 2 * self.grid - 1
             core = resample_table_2d(table[:side * side].view(side, side, -1), 2 * h - 1, 2 * w - 1)
             table = torch.cat([core.reshape(-1, self.num_heads), table[side * side:]])
@@ -509,7 +511,14 @@ class ViTAdapter(Backbone):
         self._out_features = list(out_features)
         self._out_feature_channels = {n: embed_dim for n in names}
         self._out_feature_strides = {n: 4 * 2**i for i, n in enumerate(names)}
+        self._export_min_size = windows_min_size(*((PATCH_SIZE, w + 1) for w in window_size if w))
         self._init_weights()
+
+    @property
+    def export_min_size(self) -> int:
+        """64, or where every windowed block has 2 windows per side of the stride-16 token map (the detection
+        configs' windows of 14: 256; BEiT-L's windows of 56: 928)."""
+        return self._export_min_size
 
     @staticmethod
     def _check(base, img_size, depth, window_size, interaction_indexes, add_vit_feature, vit_feature):
