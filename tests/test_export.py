@@ -48,9 +48,14 @@ def test_backbone_exports_with_dynamic_size(family):
     relative position bias resampled per grid and DAT v1's bias table resized per map all follow the size)."""
     backbone = _backbone(family)
     assert backbone.export_min_size == EXPORT_MIN_SIZE[family]
-    traced, checked = _sizes(family)
+    _check_dynamic_export(backbone, *_sizes(family))
+
+
+def _check_dynamic_export(backbone, traced: tuple[int, int], checked: tuple[int, int]) -> None:
+    """torch.export of ``backbone`` with H, W multiples of 32 from its export_min_size to 2048, traced at ``traced``:
+    equal to eager at ``checked`` and at the minimum."""
     low = backbone.export_min_size // 32
-    dynamic = ({2: 32 * Dim("h", min=low, max=32), 3: 32 * Dim("w", min=low, max=32)},)
+    dynamic = ({2: 32 * Dim("h", min=low, max=64), 3: 32 * Dim("w", min=low, max=64)},)
     program = torch.export.export(backbone, (torch.randn(1, 3, *traced),), dynamic_shapes=dynamic)
     for size in (checked, (32 * low, 32 * low)):
         x = torch.randn(1, 3, *size)
@@ -74,6 +79,24 @@ def test_export_min_size_of_released_configs():
         cfg.merge_from_file(f"configs/backbones/{name}.yaml")
         with torch.device("meta"):
             assert build_backbone(cfg).export_min_size == size, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config,traced,checked", [
+    ("dat_pp_tiny", (160, 192), (224, 128)), ("dat_tiny", (288, 320), (512, 288)),
+    ("davit_tiny", (288, 320), (256, 448)), ("vit_adapter_tiny_deit_det", (288, 320), (512, 288)),
+    ("vit_adapter_base_beit_512", (512, 512), (384, 640)), ("dsan_t", (128, 160), (224, 96)),
+    ("resnet50", (128, 160), (224, 96))])
+def test_released_backbone_exports_with_dynamic_size(config, traced, checked):
+    """The released-size backbone of each family (the default run walks the small ones): traced at one size, equal
+    to eager at another and at its export_min_size (DAT-T's shifted windows, ViT-Adapter's 14-token windows, BEiT-B's
+    63-entry table resampled to other grids)."""
+    from dense.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.merge_from_file(f"configs/backbones/{config}.yaml")
+    torch.manual_seed(0)
+    _check_dynamic_export(build_backbone(cfg).eval(), traced, checked)
 
 
 def test_export_rejects_a_traced_size_outside_the_range():
