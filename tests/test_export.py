@@ -99,6 +99,15 @@ def test_released_backbone_exports_with_dynamic_size(config, traced, checked):
     _check_dynamic_export(build_backbone(cfg).eval(), traced, checked)
 
 
+def test_beit_dynamic_export_needs_a_max_size():
+    """BEiT's bias at a dynamic grid is read from the matrices of every grid up to the range's maximum: without one,
+    a sentence saying so (dense.export always gives one)."""
+    backbone = _backbone("vit_adapter_beit")
+    unbounded = ({2: 32 * Dim("h", min=2), 3: 32 * Dim("w", min=2)},)
+    with pytest.raises(ValueError, match="needs a bounded one: give the dynamic dimensions a max"):
+        torch.export.export(backbone, (torch.randn(1, 3, 128, 160),), dynamic_shapes=unbounded)
+
+
 def test_export_rejects_a_traced_size_outside_the_range():
     """A traced side below the model's smallest dynamic side is a sentence naming the range (not torch.export's
     constraint violation report)."""

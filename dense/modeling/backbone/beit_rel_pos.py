@@ -104,8 +104,10 @@ def _axis_matrix(src: int, dst, like: torch.Tensor) -> torch.Tensor:
         # (a trace must not cache its fake tensors)
         matrix = rel_pos_resample_matrix.__wrapped__ if torch.compiler.is_compiling() else rel_pos_resample_matrix
         return matrix(src, dst).to(like.device, like.dtype)
+    from torch.utils._sympy.numbers import int_oo
+
     upper = dst.node.shape_env.bound_sympy(dst.node.expr).upper
-    if not upper.is_finite:
+    if upper == int_oo or not upper.is_Integer:
         raise ValueError("BEiT's relative position bias at a dynamic size needs a bounded one: give the dynamic "
                          "dimensions a max (dense.export.export_program's max_size does)")
     from torch.utils._python_dispatch import _disable_current_modes
