@@ -195,7 +195,8 @@ def test_readme_export_command(tmp_path):
             torch.testing.assert_close(got, model.single_scale(x[0])[None], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name,static", [("upernet_dat_pp", False), ("upernet_dat_pp", True)])
+@pytest.mark.parametrize("name,static", [("upernet_dat_pp", False),
+                                         pytest.param("upernet_dat_pp", True, marks=pytest.mark.slow)])
 def test_onnx_file_runs_in_onnxruntime(name, static, tmp_path):
     """tools/export_model.py --format onnx: the file (neighbourhood attention lowered to gathers; UperNet's pyramid
     pooling to averaging matrices) runs in a stock onnxruntime and equals eager PyTorch, at another size than the
