@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from .backbone.backbone import ShapeSpec
 
 __all__ = ["drop_path_rates", "get_norm", "freeze_batchnorm", "norm_attr_name", "ConvNormAct", "Upsample", "resize",
-           "AdaptiveAvgPool2d", "shared_channels", "pad_to_multiple", "crop"]
+           "AdaptiveAvgPool2d", "shared_channels", "pad_to_multiple", "crop",
+           "window_partition", "window_merge"]
 
 
 def drop_path_rates(rate: float, n: int) -> list[float]:
@@ -130,6 +131,22 @@ def crop(x: torch.Tensor, h, w) -> torch.Tensor:
     anything was cut, is never asked, so torch.export traces one program for sizes that need padding and sizes that
     do not (a slice + view would specialise the program to one of the two)."""
     return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
+
+
+def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """[B, H, W, C] -> ([B * nW, window^2, C], padded (H, W)), zero-padded at the bottom/right."""
+    b, h, w, c = x.shape
+    hp, wp = -(-h // window) * window, -(-w // window) * window
+    x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+    x = x.view(b, hp // window, window, wp // window, window, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, window * window, c), (hp, wp)
+
+
+def window_merge(x: torch.Tensor, window: int, batch: int, padded: tuple[int, int], hw: tuple[int, int]):
+    """Inverse of :func:`window_partition`, cropped: [B * nW, window^2, C] -> [B, H * W, C]."""
+    (hp, wp), (h, w), c = padded, hw, x.shape[-1]
+    x = x.view(batch, hp // window, wp // window, window, window, c).permute(0, 5, 1, 3, 2, 4)
+    return crop(x.reshape(batch, c, hp, wp), h, w).flatten(2).transpose(1, 2)
 
 
 class Upsample(nn.Module):

@@ -23,13 +23,12 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, NormMlpClassifierHead
 from timm.models import davit as timm_davit
 
 from ...checkpoint.released import ReleasedCheckpoint
 from ...config.config import CfgNode as CN
-from ..layers import crop, drop_path_rates, pad_to_multiple
+from ..layers import drop_path_rates, pad_to_multiple, window_merge, window_partition
 from ..registry_utils import build_from_node
 from .backbone import Backbone, windows_min_size
 from .build import BACKBONE_REGISTRY
@@ -90,20 +89,17 @@ class _Downsample(timm_davit.Downsample):
 
 
 class _SpatialBlock(timm_davit.SpatialBlock):
-    """timm's SpatialBlock (CPE, window attention over the map zero-padded to whole windows, CPE, MLP) with every
-    size spelt for torch.export: the window counts are ceil(n / ws) (not the padded size's floor division, whose
-    modulos the shape solver cannot simplify), views name each size (no -1) and the crop back is
-    :func:`dense.modeling.layers.crop`. [B, C, H, W] -> [B, C, H, W]; values equal timm's."""
+    """timm's SpatialBlock (CPE, window attention over the map zero-padded to whole windows, CPE, MLP) with the
+    windows of :func:`dense.modeling.layers.window_partition` / ``window_merge`` (sizes spelt for torch.export:
+    ceil-div window counts, whose formulas the shape solver simplifies, and a crop that never asks whether anything
+    was padded). [B, C, H, W] -> [B, C, H, W]; values equal timm's."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        wh, ww = self.window_size
-        nh, nw = (h + wh - 1) // wh, (w + ww - 1) // ww
+        ws = self.window_size[0]  # square: timm builds it from one int
         shortcut = self.cpe1(x).flatten(2).transpose(1, 2)  # [B, HW, C]
-        x = F.pad(self.norm1(shortcut).view(b, h, w, c), (0, 0, 0, nw * ww - w, 0, nh * wh - h))
-        windows = x.view(b, nh, wh, nw, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b * nh * nw, wh * ww, c)
-        x = self.attn(windows).view(b, nh, nw, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b, nh * wh, nw * ww, c)
-        x = shortcut + self.drop_path1(crop(x.permute(0, 3, 1, 2), h, w).flatten(2).transpose(1, 2))
+        windows, padded = window_partition(self.norm1(shortcut).view(b, h, w, c), ws)
+        x = shortcut + self.drop_path1(window_merge(self.attn(windows), ws, b, padded, (h, w)))
         x = self.cpe2(x.transpose(1, 2).view(b, c, h, w))
         if self.mlp is not None:
             x = x.flatten(2).transpose(1, 2)

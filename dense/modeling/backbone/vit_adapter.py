@@ -48,7 +48,7 @@ from ...checkpoint.released import ReleasedCheckpoint
 from ...config.config import CfgNode as CN
 from ...ops import MSDeformAttn
 from ...ops.ms_deform_attn import level_tensors
-from ..layers import crop, drop_path_rates, get_norm, resize
+from ..layers import drop_path_rates, get_norm, resize, window_merge, window_partition
 from ..registry_utils import ArgumentError, build_from_node
 from .backbone import Backbone, windows_min_size
 from .beit_rel_pos import CLS_ENTRIES, resample_table_2d, resize_rel_pos_table
@@ -164,22 +164,6 @@ _cached_rel_pos_index = functools.lru_cache(maxsize=8)(_rel_pos_index_table)
 # ------------------------------------------------------------------------------------------------------
 # ViT trunk
 # ------------------------------------------------------------------------------------------------------
-def _window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """[B, H, W, C] -> ([B * nW, window^2, C], padded (H, W)), zero-padded at the bottom/right."""
-    b, h, w, c = x.shape
-    hp, wp = -(-h // window) * window, -(-w // window) * window
-    x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
-    x = x.view(b, hp // window, window, wp // window, window, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, window * window, c), (hp, wp)
-
-
-def _window_merge(x: torch.Tensor, window: int, batch: int, padded: tuple[int, int], hw: tuple[int, int]):
-    """Inverse of :func:`_window_partition`, cropped: [B * nW, window^2, C] -> [B, H * W, C]."""
-    (hp, wp), (h, w), c = padded, hw, x.shape[-1]
-    x = x.view(batch, hp // window, wp // window, window, window, c).permute(0, 5, 1, 3, 2, 4)
-    return crop(x.reshape(batch, c, hp, wp), h, w).flatten(2).transpose(1, 2)
-
-
 def _attention(qkv: torch.Tensor, heads: int, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax attention on packed projections: qkv [B, N, 3C] (+ additive bias [heads, N, N]) -> [B, N, C]."""
     b, n, c3 = qkv.shape
@@ -205,8 +189,8 @@ class ViTAttention(nn.Module):
         qkv = self.qkv(x)
         if not self.window_size:
             return self.proj(_attention(qkv, self.num_heads))
-        windows, padded = _window_partition(qkv.view(x.shape[0], *hw, -1), self.window_size)
-        out = _window_merge(_attention(windows, self.num_heads), self.window_size, x.shape[0], padded, hw)
+        windows, padded = window_partition(qkv.view(x.shape[0], *hw, -1), self.window_size)
+        out = window_merge(_attention(windows, self.num_heads), self.window_size, x.shape[0], padded, hw)
         return self.proj(out)
 
 
@@ -249,9 +233,9 @@ class BEiTAttention(nn.Module):
         if not self.windowed:
             out = _attention(F.linear(x, self.qkv.weight, bias_qkv), self.num_heads, self._bias(*hw))
             return self.proj(out)
-        windows, padded = _window_partition(x.view(x.shape[0], *hw, -1), self.grid)
+        windows, padded = window_partition(x.view(x.shape[0], *hw, -1), self.grid)
         out = _attention(F.linear(windows, self.qkv.weight, bias_qkv), self.num_heads, self._bias(self.grid, self.grid))
-        return self.proj(_window_merge(out, self.grid, x.shape[0], padded, hw))
+        return self.proj(window_merge(out, self.grid, x.shape[0], padded, hw))
 
 
 class ViTBlock(nn.Module):
